@@ -1,0 +1,86 @@
+"""From a resolved configuration to data, encoder and tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from transformers import PreTrainedTokenizerBase
+
+from fedrec.config import platform_folder
+from fedrec.data import PlatformData, load_platform
+from fedrec.model.backbone import TINY_BACKBONE, load_backbone, resolve_backbone
+from fedrec.model.encoder import LoraEncoder
+from fedrec.model.inputs import TextInputs
+from fedrec.model.two_tower import PlatformHead
+from fedrec.task import PlatformTask
+
+
+def load_datasets(cfg: DictConfig) -> dict[str, PlatformData]:
+    """Load every selected platform (``cfg.platforms``) from ``cfg.data.root``."""
+    return {name: load_platform(p.loader, platform_folder(cfg, name), name) for name, p in cfg.platforms.items()}
+
+
+def backbone_key(model_cfg: DictConfig) -> str:
+    """String identifying the backbone weights (for cache keys)."""
+    if model_cfg.backbone == TINY_BACKBONE:
+        return f"tiny-{model_cfg.tiny_layers}-{model_cfg.tiny_hidden}"
+    return str(resolve_backbone(model_cfg.backbone).resolve())
+
+
+def build_encoder(model_cfg: DictConfig, seed: int = 0) -> tuple[LoraEncoder, PreTrainedTokenizerBase]:
+    """The shared frozen backbone with fresh LoRA adapters (initialised with ``seed``)."""
+    bert, tokenizer = load_backbone(model_cfg.backbone, model_cfg.tiny_layers, model_cfg.tiny_hidden)
+    encoder = LoraEncoder(
+        bert,
+        r=model_cfg.lora_r,
+        alpha=model_cfg.lora_alpha,
+        dropout=model_cfg.lora_dropout,
+        targets=list(model_cfg.lora_targets),
+        lora_layers=model_cfg.lora_layers,
+        bf16=model_cfg.bf16,
+        init_seed=seed,
+    )
+    return encoder, tokenizer
+
+
+def build_task(
+    cfg: DictConfig,
+    data: PlatformData,
+    encoder: LoraEncoder,
+    tokenizer: PreTrainedTokenizerBase,
+) -> PlatformTask:
+    """A :class:`PlatformTask` for ``data`` with the configured inputs, head and caches."""
+    m, pcfg = cfg.model, cfg.platforms[data.name]
+    inputs = TextInputs(
+        data,
+        tokenizer,
+        item_max_tokens=m.item_max_tokens,
+        user_max_tokens=m.user_max_tokens,
+        user_item_tokens=m.user_item_tokens,
+        friend_signal=bool(pcfg.friend_signal),
+        friend_tokens=m.friend_tokens,
+    )
+    head = None
+    if m.hybrid:
+        with torch.random.fork_rng():
+            torch.manual_seed(cfg.seed)
+            head = PlatformHead(data.num_items, m.id_dim, m.id_init_std)
+    cache_dir = None
+    if m.cache_lower_layers:
+        cache_dir = str(Path(cfg.data.cache_dir).expanduser() / "lower")
+    return PlatformTask(
+        data,
+        inputs,
+        encoder,
+        head=head,
+        score=m.score,
+        scale=m.scale,
+        examples_per_user=cfg.train.examples_per_user,
+        history_ids=m.history_ids,
+        cache_dir=cache_dir,
+        backbone_key=backbone_key(m),
+        seed=cfg.seed,
+        progress=cfg.train.progress,
+    )

@@ -1,0 +1,163 @@
+"""Structured configuration: the schema behind every file in ``conf/``.
+
+Each dataclass field carries its help text in ``metadata["help"]``; Hydra validates
+``conf/`` and every command-line override against these classes, so a key that does
+not exist or a value of the wrong type is an error naming the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+def _f(default: Any, help: str) -> Any:  # noqa: A002 - mirrors peft's field(metadata={"help": ...})
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class PlatformConfig:
+    """One platform's data source."""
+
+    loader: str = _f(MISSING, "Data loader: amazon_office, movielens_100k, lastfm_hetrec or custom.")
+    dir: str = _f(MISSING, "Folder of the platform's files: relative to data.root, or absolute.")
+    friend_signal: bool = _f(
+        False,
+        "Append friends' most played train items to the user text (social graph). Uses other users' "
+        "data, so it is refused when differential privacy is on.",
+    )
+
+
+@dataclass
+class DataConfig:
+    """Where the data and the derived caches live."""
+
+    root: str = _f("${oc.env:FEDREC_DATA,./data}", "Folder holding one sub-folder per platform.")
+    cache_dir: str = _f(
+        "${oc.env:FEDREC_CACHE,.fedrec_cache}",
+        "Folder for derived caches (tokenised catalogue, frozen lower-layer outputs, baseline vectors).",
+    )
+
+
+@dataclass
+class ModelConfig:
+    """Backbone, LoRA placement and the two-tower scorer."""
+
+    backbone: str = _f(
+        "minilm", "'minilm' (installed all-MiniLM-L6-v2), 'tiny' (random, tests) or a local HF BERT folder."
+    )
+    tiny_layers: int = _f(2, "Layers of the random 'tiny' backbone.")
+    tiny_hidden: int = _f(32, "Hidden size of the random 'tiny' backbone.")
+    lora_r: int = _f(8, "LoRA rank.")
+    lora_alpha: float = _f(16.0, "LoRA alpha (scaling = alpha / r).")
+    lora_dropout: float = _f(0.0, "Dropout on the LoRA input.")
+    lora_targets: list[str] = _f(["query", "value"], "Backbone linear modules that get LoRA adapters.")
+    lora_layers: int = _f(2, "LoRA on the top N encoder layers (0 = all layers).")
+    cache_lower_layers: bool = _f(
+        True, "Compute the frozen layers below the first LoRA layer once and cache them (exact)."
+    )
+    bf16: bool = _f(True, "bf16 autocast for the backbone's matmuls (CPU with AVX512-BF16 or AMX).")
+    item_max_tokens: int = _f(32, "Item text truncation, special tokens included.")
+    user_max_tokens: int = _f(64, "User text (recent history, most recent first) truncation.")
+    user_item_tokens: int = _f(16, "Tokens each history item may take in the user text.")
+    friend_tokens: int = _f(16, "Token budget of the friend segment when friend_signal is on.")
+    score: str = _f("cosine", "'cosine' (scaled cosine of the text vectors) or 'dot'.")
+    scale: float = _f(20.0, "Logit scale (inverse temperature) applied to the scores.")
+    hybrid: bool = _f(
+        False, "Add per-platform item-ID embeddings (never federated) to the text vectors: content + collaborative."
+    )
+    id_dim: int = _f(64, "Dimension of the item-ID embeddings (hybrid only).")
+    id_init_std: float = _f(0.01, "Init std of the item-ID embeddings.")
+    history_ids: int = _f(50, "Most recent history items pooled into the user's ID vector (hybrid only).")
+
+
+@dataclass
+class TrainConfig:
+    """Local training (the unit a federated client runs)."""
+
+    epochs: float = _f(2.0, "Passes over the training examples (fractions allowed).")
+    batch_size: int = _f(64, "Examples per step.")
+    lr: float = _f(1e-3, "AdamW learning rate of the LoRA adapters.")
+    head_lr: float = _f(1e-2, "AdamW learning rate of the platform-local parameters (item-ID embeddings).")
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    num_negatives: int = _f(
+        1024, "Negatives per step, drawn uniformly from the public catalogue (-1 = the whole catalogue)."
+    )
+    examples_per_user: int = _f(4, "Training examples per user: the last N positions of the train history.")
+    index_refresh_steps: int = _f(50, "Re-encode the item index (the negatives' vectors) every N steps.")
+    max_steps: int = _f(-1, "Stop after this many steps (-1 = no cap).")
+    threads: int = _f(2, "torch intra-op threads.")
+    eval_batch_size: int = _f(256, "Users per evaluation batch.")
+    progress: bool = _f(True, "Show progress bars.")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation settings."""
+
+    splits: list[str] = _f(["valid", "test"], "Splits to score at the end of a run.")
+    loss_weights: str = _f("uniform", "Cross-platform loss weights: 'uniform' or 'users'.")
+
+
+@dataclass
+class FedrecConfig:
+    """Top-level configuration (``conf/config.yaml``)."""
+
+    command: str = _f("train", "Set by the CLI.")
+    mode: str = _f("centralized", "train: 'local' (one model per platform) or 'centralized' (pooled).")
+    seed: int = _f(0, "Global seed.")
+    platforms: dict[str, PlatformConfig] = _f({}, "Selected platforms (the 'platform' config group).")
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    baselines: list[str] = _f(["mostpop", "itemknn", "frozen_text"], "Models run by `fedrec baselines`.")
+    output: str = _f("results.json", "Results file name, written into the Hydra run directory.")
+
+
+CHOICES = {
+    "mode": ("local", "centralized"),
+    "model.score": ("cosine", "dot"),
+    "eval.loss_weights": ("uniform", "users"),
+}
+
+
+def register_configs() -> None:
+    """Register the schema in Hydra's ConfigStore as ``fedrec_schema``."""
+    cs = ConfigStore.instance()
+    cs.store(name="fedrec_schema", node=FedrecConfig)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check values the type system cannot (enumerations, ranges).
+
+    Raises
+    ------
+    ValueError
+        Naming the key, the bad value and the allowed values.
+    """
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ValueError(f"config key {key}={value!r} is not one of {list(allowed)}")
+    if not cfg.platforms:
+        raise ValueError("no platform selected: set platform=<name> or platform=[a,b]")
+    for name, p in cfg.platforms.items():
+        if p.friend_signal and name != "social" and p.loader != "custom":
+            raise ValueError(f"platforms.{name}.friend_signal needs a platform with a friend graph")
+    if cfg.model.lora_layers < 0:
+        raise ValueError(f"model.lora_layers must be >= 0, got {cfg.model.lora_layers}")
+    if cfg.train.batch_size <= 0:
+        raise ValueError(f"train.batch_size must be > 0, got {cfg.train.batch_size}")
+
+
+def platform_folder(cfg: DictConfig, name: str) -> Path:
+    """Folder of platform ``name``: ``platforms.<name>.dir`` resolved against ``data.root``."""
+    d = Path(cfg.platforms[name].dir).expanduser()
+    return d if d.is_absolute() else Path(cfg.data.root).expanduser() / d

@@ -1,0 +1,246 @@
+"""One platform's training task: inputs, caches, examples, the item index, evaluation.
+
+A :class:`PlatformTask` is what a federated client holds: its private data, its
+platform-local parameters (:class:`~fedrec.model.two_tower.PlatformHead`) and a view
+of the shared encoder. It knows nothing of Flower.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fedrec.data.types import PlatformData
+from fedrec.evaluate import metrics_from_ranks, target_ranks
+from fedrec.model.backbone import autocast, batches
+from fedrec.model.encoder import LoraEncoder
+from fedrec.model.inputs import TextInputs, pad
+from fedrec.model.lower_cache import lower_states
+from fedrec.model.two_tower import PlatformHead, TwoTower
+
+
+@dataclass
+class Examples:
+    """Training examples: for each, a user, its history (oldest first) and the target item."""
+
+    users: np.ndarray
+    targets: np.ndarray
+    histories: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+def build_examples(data: PlatformData, per_user: int, seed: int = 0) -> Examples:
+    """Training examples from the train histories.
+
+    Time-ordered platforms: the last ``per_user`` positions ``t >= 1`` of each train
+    history, predicting item ``t`` from items ``< t``. Other platforms (no time order):
+    ``per_user`` train items per user (chosen with ``seed``) as targets, each predicted
+    from all the user's other train items.
+
+    Parameters
+    ----------
+    data : PlatformData
+        The platform.
+    per_user : int
+        Examples per user (at most).
+    seed : int, default 0
+        Seed of the target choice on non-sequential platforms.
+    """
+    rng = np.random.default_rng(seed)
+    users, targets, hists = [], [], []
+    for u, seq in enumerate(data.train):
+        if data.sequential:
+            positions = range(max(1, len(seq) - per_user), len(seq))
+        else:
+            positions = sorted(rng.choice(len(seq), size=min(per_user, len(seq)), replace=False).tolist())
+        for t in positions:
+            users.append(u)
+            targets.append(int(seq[t]))
+            hists.append(seq[:t] if data.sequential else np.delete(seq, t))
+    return Examples(np.array(users, dtype=np.int64), np.array(targets, dtype=np.int64), hists)
+
+
+def recent_ids(histories: Sequence[np.ndarray], n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``n`` most recent items of each history as ``(ids, mask)`` ``[B, <=n]``."""
+    return pad([h[-n:].tolist() if n > 0 else [] for h in histories])
+
+
+class PlatformTask:
+    """Everything one platform needs to train and evaluate the shared encoder.
+
+    Parameters
+    ----------
+    data : PlatformData
+        The platform's data (private to it).
+    inputs : TextInputs
+        Tokenised catalogue and user-text builder.
+    encoder : LoraEncoder
+        The shared encoder.
+    head : PlatformHead, optional
+        Platform-local ID embeddings (hybrid mode).
+    score : str, default "cosine"
+        Scoring function (see :class:`TwoTower`).
+    scale : float, default 20.0
+        Logit scale.
+    examples_per_user : int, default 4
+        See :func:`build_examples`.
+    history_ids : int, default 50
+        Recent items pooled into the user ID vector.
+    cache_dir : str, optional
+        Disk cache of the lower-layer outputs.
+    backbone_key : str, default ""
+        Identifies the backbone in the cache key.
+    seed : int, default 0
+        Seed of the example choice.
+    progress : bool, default True
+        Progress bars while building caches.
+    """
+
+    def __init__(
+        self,
+        data: PlatformData,
+        inputs: TextInputs,
+        encoder: LoraEncoder,
+        head: PlatformHead | None = None,
+        score: str = "cosine",
+        scale: float = 20.0,
+        examples_per_user: int = 4,
+        history_ids: int = 50,
+        cache_dir: str | None = None,
+        backbone_key: str = "",
+        seed: int = 0,
+        progress: bool = True,
+    ) -> None:
+        self.data, self.inputs, self.history_ids = data, inputs, history_ids
+        self.model = TwoTower(encoder, head, score=score, scale=scale)
+        self.item_tok, self.item_mask = inputs.items(range(data.num_items))
+        kw = dict(cache_dir=cache_dir, backbone_key=backbone_key, progress=progress)
+        self.item_hidden = lower_states(encoder, self.item_tok, self.item_mask, desc=f"{data.name} items", **kw)
+        self.examples = build_examples(data, examples_per_user, seed)
+        self.user_tok, self.user_mask = inputs.users(self.examples.histories, self.examples.users.tolist())
+        self.user_hidden = lower_states(encoder, self.user_tok, self.user_mask, desc=f"{data.name} users", **kw)
+        self.index: torch.Tensor | None = None
+
+    @property
+    def name(self) -> str:
+        """Platform name."""
+        return self.data.name
+
+    @property
+    def encoder(self) -> LoraEncoder:
+        """The shared encoder."""
+        return self.model.encoder
+
+    def local_state(self) -> dict[str, torch.Tensor]:
+        """Platform-local parameters (never leave the platform)."""
+        head = self.model.head
+        return {} if head is None else {k: v.detach().clone() for k, v in head.state_dict().items()}
+
+    def load_local_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore :meth:`local_state`."""
+        if self.model.head is not None and state:
+            self.model.head.load_state_dict(state)
+
+    # -- item index -----------------------------------------------------------------------
+    @torch.no_grad()
+    def refresh_index(self, batch_size: int = 512) -> torch.Tensor:
+        """Re-encode every catalogue item with the current model; returns ``[n_items, D]``."""
+        was_training = self.model.training
+        self.model.eval()
+        parts = []
+        for sl in batches(self.data.num_items, batch_size):
+            ids = torch.arange(sl.start, sl.stop)
+            parts.append(self.model.item_vectors(self.item_hidden[sl], self.item_mask[sl], ids))
+        self.model.train(was_training)
+        self.index = torch.cat(parts)
+        return self.index
+
+    # -- training batches ----------------------------------------------------------------
+    def batch(self, rows: np.ndarray, negatives: np.ndarray) -> dict[str, torch.Tensor]:
+        """Tensors of the examples ``rows`` with the shared catalogue ``negatives``."""
+        assert self.index is not None, "refresh_index() first"
+        ex = self.examples
+        targets = torch.as_tensor(ex.targets[rows])
+        hist_ids, hist_mask = recent_ids([ex.histories[r] for r in rows], self.history_ids)
+        seen = torch.zeros(len(rows), self.data.num_items, dtype=torch.bool)
+        for i, r in enumerate(rows):
+            seen[i, torch.as_tensor(ex.histories[r])] = True
+        seen[torch.arange(len(rows)), targets] = True
+        neg = torch.as_tensor(negatives)
+        return {
+            "user_hidden": self.user_hidden[rows],
+            "user_mask": self.user_mask[rows],
+            "hist_ids": hist_ids,
+            "hist_mask": hist_mask,
+            "pos_hidden": self.item_hidden[targets],
+            "pos_mask": self.item_mask[targets],
+            "pos_ids": targets,
+            "pos_index": self.index[targets],
+            "neg_vectors": self.index[neg],
+            "neg_valid": ~seen[:, neg],
+        }
+
+    # -- evaluation ----------------------------------------------------------------------
+    @torch.no_grad()
+    def user_vectors(self, histories: Sequence[np.ndarray], users: Sequence[int]) -> torch.Tensor:
+        """User vectors computed from raw histories (full forward, no cache)."""
+        tok, mask = self.inputs.users(histories, users)
+        hidden = self.encoder.lower(tok, mask)
+        hist_ids, hist_mask = recent_ids(histories, self.history_ids)
+        return self.model.user_vectors(hidden, mask, hist_ids, hist_mask)
+
+    @torch.no_grad()
+    def score_users(self, users: Sequence[int], split: str) -> torch.Tensor:
+        """Scores ``[len(users), n_items]`` for ``split`` (refreshes the index if needed)."""
+        if self.index is None:
+            self.refresh_index()
+        assert self.index is not None
+        u = self.user_vectors([self.data.history(x, split) for x in users], users)
+        return self.model.scale * (u @ self.index.T)
+
+    @torch.no_grad()
+    def evaluate(
+        self, split: str, batch_size: int = 256, users: Sequence[int] | None = None, refresh: bool = True
+    ) -> dict[str, float]:
+        """Full-ranking metrics and the mean softmax loss on ``split``.
+
+        The loss is the full-catalogue softmax cross-entropy of the target with the
+        user's history items removed from the candidates (the ranking's candidate set).
+
+        Parameters
+        ----------
+        split : {"valid", "test"}
+            Split to score.
+        batch_size : int, default 256
+            Users per batch.
+        users : sequence of int, optional
+            Subset of users (default: all evaluated users).
+        refresh : bool, default True
+            Re-encode the item index first.
+        """
+        self.model.eval()
+        if refresh or self.index is None:
+            self.refresh_index()
+        users = list(range(self.data.num_users)) if users is None else list(users)
+        targets = self.data.target(split)
+        ranks, losses = [], []
+        with autocast(False):
+            for start in range(0, len(users), batch_size):
+                chunk = users[start : start + batch_size]
+                scores = self.score_users(chunk, split)
+                tgt = torch.as_tensor(targets[chunk])
+                excl = [self.data.history(u, split) for u in chunk]
+                ranks.append(target_ranks(scores, tgt, excl))
+                masked = scores.clone()
+                for r, items in enumerate(excl):
+                    masked[r, torch.as_tensor(items)] = -torch.inf
+                masked[torch.arange(len(chunk)), tgt] = scores[torch.arange(len(chunk)), tgt]
+                losses.append(torch.logsumexp(masked, 1) - masked[torch.arange(len(chunk)), tgt])
+        out = metrics_from_ranks(torch.cat(ranks).numpy())
+        out["loss"] = float(torch.cat(losses).mean())
+        return out

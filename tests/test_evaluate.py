@@ -1,0 +1,123 @@
+"""Full-ranking metric maths on a ranking small enough to do by hand."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+import torch
+
+from fedrec.data import PlatformData
+from fedrec.evaluate import evaluate_ranking, metrics_from_ranks, target_ranks
+
+N_ITEMS = 13
+
+
+def _platform() -> PlatformData:
+    """3 users, 13 items. u0: train [0], valid 1, test 2; u1: train [3], valid 4, test 0;
+    u2: train [1, 2], valid 3, test 12."""
+    return PlatformData(
+        name="hand",
+        item_ids=[str(i) for i in range(N_ITEMS)],
+        item_texts=[f"item {i}" for i in range(N_ITEMS)],
+        user_ids=["u0", "u1", "u2"],
+        train=[np.array([0]), np.array([3]), np.array([1, 2])],
+        valid=np.array([1, 4, 3]),
+        test=np.array([2, 0, 12]),
+    )
+
+
+def _row(values: dict[int, float], default: float = 0.0) -> list[float]:
+    return [values.get(i, default) for i in range(N_ITEMS)]
+
+
+# Scores per (split, user), with the rank each gives worked out by hand.
+SCORES = {
+    "test": {
+        # target 2 (score 5); excluded: train 0 and valid 1, both scored higher (9, 8) and not counted;
+        # item 3 ties the target (not counted); item 4 (7) is higher -> rank 2.
+        0: _row({0: 9, 1: 8, 2: 5, 3: 5, 4: 7}),
+        # target 0 (score 1); excluded 3, 4 (10, 10); items 1 (2) and 2 (3) higher; the rest 0 -> rank 3.
+        1: _row({0: 1, 1: 2, 2: 3, 3: 10, 4: 10}),
+        # target 12 (0.5); excluded 1, 2, 3 (100); items 0 and 4..11 (1.0) higher: 9 items -> rank 10.
+        2: _row({1: 100, 2: 100, 3: 100, 12: 0.5}, default=1.0),
+    },
+    "valid": {
+        # target 1; every candidate ties at 0; excluded item 0 scored 5 -> rank 1.
+        0: _row({0: 5}),
+        # target 4 scored -1, below all 11 other candidates (excluded item 3 is not one) -> rank 12.
+        1: [-1.0 if i == 4 else float(i) for i in range(N_ITEMS)],
+        # target 3 (5); items 7, 8 (6) higher; item 9 (5) ties; excluded 1 (9), 2 (9) -> rank 3.
+        2: _row({1: 9, 2: 9, 3: 5, 7: 6, 8: 6, 9: 5}),
+    },
+}
+HAND_RANKS = {"test": [2, 3, 10], "valid": [1, 12, 3]}
+HAND_METRICS = {
+    "test": {
+        "HR@10": 1.0,
+        "NDCG@10": (1 / math.log2(3) + 1 / math.log2(4) + 1 / math.log2(11)) / 3,
+        "MRR": (1 / 2 + 1 / 3 + 1 / 10) / 3,
+    },
+    "valid": {
+        "HR@10": 2 / 3,
+        "NDCG@10": (1.0 + 0.0 + 0.5) / 3,
+        "MRR": (1 + 1 / 12 + 1 / 3) / 3,
+    },
+}
+
+
+def _score_fn(users: Sequence[int], split: str) -> torch.Tensor:
+    return torch.tensor([SCORES[split][u] for u in users])
+
+
+@pytest.mark.parametrize("split", ["valid", "test"])
+def test_target_ranks_by_hand(split: str) -> None:
+    data = _platform()
+    users = [0, 1, 2]
+    ranks = target_ranks(
+        _score_fn(users, split), torch.as_tensor(data.target(split)), [data.history(u, split) for u in users]
+    )
+    assert ranks.tolist() == HAND_RANKS[split]
+
+
+@pytest.mark.parametrize("split", ["valid", "test"])
+@pytest.mark.parametrize("batch_size", [1, 2, 256])
+def test_evaluate_ranking_by_hand(split: str, batch_size: int) -> None:
+    got = evaluate_ranking(_platform(), split, _score_fn, batch_size=batch_size)
+    assert got["users"] == 3
+    for name, value in HAND_METRICS[split].items():
+        assert got[name] == pytest.approx(value, abs=1e-12), name
+
+
+def test_evaluate_ranking_user_subset() -> None:
+    got = evaluate_ranking(_platform(), "test", _score_fn, users=[2])
+    assert got == {"HR@10": 1.0, "NDCG@10": pytest.approx(1 / math.log2(11)), "MRR": pytest.approx(0.1), "users": 1}
+
+
+def test_valid_item_is_excluded_only_for_test() -> None:
+    # u0's valid item 1 is the one item scored above test target 2: excluded on test, so rank 1.
+    data = _platform()
+    scores = torch.tensor([_row({1: 3.0, 2: 2.0})])
+    assert target_ranks(scores, torch.tensor([2]), [data.history(0, "test")]).tolist() == [1]
+    assert target_ranks(scores, torch.tensor([2]), [data.history(0, "valid")]).tolist() == [2]
+
+
+def test_target_in_exclude_list_is_still_ranked() -> None:
+    scores = torch.tensor([[3.0, 2.0, 1.0]])
+    assert target_ranks(scores, torch.tensor([1]), [np.array([1])]).tolist() == [2]
+
+
+def test_metrics_from_ranks_by_hand() -> None:
+    got = metrics_from_ranks(np.array([1, 10, 11, 2]))
+    assert got["HR@10"] == pytest.approx(3 / 4)
+    assert got["NDCG@10"] == pytest.approx((1.0 + 1 / math.log2(11) + 0.0 + 1 / math.log2(3)) / 4)
+    assert got["MRR"] == pytest.approx((1 + 1 / 10 + 1 / 11 + 1 / 2) / 4)
+    assert got["users"] == 4
+    got5 = metrics_from_ranks(torch.tensor([1, 6]), k=5)
+    assert got5 == {"HR@5": 0.5, "NDCG@5": 0.5, "MRR": pytest.approx((1 + 1 / 6) / 2), "users": 2}
+
+
+def test_metrics_from_no_ranks() -> None:
+    assert metrics_from_ranks(np.zeros(0)) == {"HR@10": 0.0, "NDCG@10": 0.0, "MRR": 0.0, "users": 0}
