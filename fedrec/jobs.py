@@ -1,0 +1,146 @@
+"""The jobs behind the CLI commands; each takes the resolved Hydra config."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from fedrec.config import validate
+from fedrec.data.types import DataFormatError, DataMissingError
+from fedrec.model.backbone import BackboneMissingError
+
+log = logging.getLogger("fedrec")
+USER_ERRORS = (DataFormatError, DataMissingError, BackboneMissingError, ValueError)
+
+
+def output_dir() -> Path:
+    """The Hydra run directory of the current job."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def cli_job(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictConfig], dict[str, Any]]:
+    """Validate the config, seed, set threads; turn known user errors into a clean message."""
+
+    @wraps(fn)
+    def run(cfg: DictConfig) -> dict[str, Any]:
+        try:
+            validate(cfg)
+            torch.manual_seed(cfg.seed)
+            np.random.seed(cfg.seed)
+            torch.set_num_threads(cfg.train.threads)
+            return fn(cfg)
+        except USER_ERRORS as exc:
+            print(f"fedrec: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return run
+
+
+def evaluate_tasks(tasks: list[Any], splits: list[str], batch_size: int) -> dict[str, dict[str, Any]]:
+    """``{platform: {split: metrics}}`` of the current model on each task."""
+    return {t.name: {s: t.evaluate(s, batch_size=batch_size) for s in splits} for t in tasks}
+
+
+@cli_job
+def train_job(cfg: DictConfig) -> dict[str, Any]:
+    """``fedrec train``: local (one model per platform) or centralized (pooled) training."""
+    from fedrec.build import build_encoder, build_task, load_datasets
+    from fedrec.results import cross_platform_loss, print_table, results_document, write_results
+    from fedrec.train import fit
+
+    start = time.perf_counter()
+    datasets = load_datasets(cfg)
+    encoder, tokenizer = build_encoder(cfg.model, cfg.seed)
+    initial = encoder.adapter_state()
+    tasks = [build_task(cfg, d, encoder, tokenizer) for d in datasets.values()]
+    t = cfg.train
+    kw = dict(
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        head_lr=t.head_lr,
+        weight_decay=t.weight_decay,
+        num_negatives=t.num_negatives,
+        index_refresh_steps=t.index_refresh_steps,
+        max_steps=t.max_steps,
+        seed=cfg.seed,
+        progress=t.progress,
+    )
+    platforms: dict[str, Any] = {}
+    training: dict[str, Any] = {}
+    groups = [tasks] if cfg.mode == "centralized" else [[task] for task in tasks]
+    for group in groups:
+        encoder.load_adapter_state(initial)
+        result = fit(group, **kw)
+        label = "+".join(task.name for task in group)
+        training[label] = {
+            "steps": result.steps,
+            "examples": result.num_examples,
+            "loss": result.loss,
+            "seconds": round(result.seconds, 2),
+            "examples_per_second": round(result.examples_per_second, 1),
+        }
+        log.info("trained %s: %d steps, %.1f examples/s", label, result.steps, result.examples_per_second)
+        platforms.update(evaluate_tasks(group, list(cfg.eval.splits), t.eval_batch_size))
+    xloss = None
+    if all("valid" in v for v in platforms.values()):
+        xloss = cross_platform_loss(
+            {p: v["valid"]["loss"] for p, v in platforms.items()},
+            {p: v["valid"]["users"] for p, v in platforms.items()},
+            cfg.eval.loss_weights,
+        )
+    doc = results_document(
+        "train",
+        cfg,
+        platforms,
+        time.perf_counter() - start,
+        mode=cfg.mode,
+        cross_platform_loss=xloss,
+        training=training,
+    )
+    path = write_results(output_dir(), cfg.output, doc)
+    split = "test" if "test" in cfg.eval.splits else cfg.eval.splits[0]
+    print_table(
+        f"fedrec train mode={cfg.mode}: {split} (cross-platform loss {xloss})",
+        [(p, f"lora-{cfg.mode}", v[split]) for p, v in platforms.items()],
+    )
+    print(f"results: {path}")
+    return doc
+
+
+@cli_job
+def baselines_job(cfg: DictConfig) -> dict[str, Any]:
+    """``fedrec baselines``: MostPop, ItemKNN and frozen text under the protocol."""
+    from fedrec.baselines import run_baselines
+    from fedrec.build import load_datasets
+    from fedrec.results import print_table, results_document, write_results
+
+    start = time.perf_counter()
+    datasets = load_datasets(cfg)
+    res = run_baselines(
+        datasets,
+        models=list(cfg.baselines),
+        splits=list(cfg.eval.splits),
+        backbone=cfg.model.backbone,
+        cache_dir=Path(cfg.data.cache_dir).expanduser() / "baselines",
+        batch_size=cfg.train.eval_batch_size,
+        progress=cfg.train.progress,
+    )
+    platforms = {p: {m: {"model": m, **splits} for m, splits in models.items()} for p, models in res.items()}
+    doc = results_document("baselines", cfg, platforms, time.perf_counter() - start, cross_platform_loss=None)
+    path = write_results(output_dir(), cfg.output, doc)
+    split = "test" if "test" in cfg.eval.splits else cfg.eval.splits[0]
+    print_table(f"fedrec baselines: {split}", [(p, m, v[split]) for p, ms in res.items() for m, v in ms.items()])
+    print(f"results: {path}")
+    return doc

@@ -1,0 +1,66 @@
+"""``results.json`` and the terminal tables every command ends with."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from fedrec.io import write_json
+
+METRIC_KEYS = ("HR@10", "NDCG@10", "MRR")
+
+
+def cross_platform_loss(losses: Mapping[str, float], users: Mapping[str, int], weights: str = "uniform") -> float:
+    """Weighted sum over platforms of each platform's validation softmax loss.
+
+    Parameters
+    ----------
+    losses : mapping
+        Platform name to its mean validation loss.
+    users : mapping
+        Platform name to its number of evaluated users.
+    weights : {"uniform", "users"}, default "uniform"
+        Equal weights, or weights proportional to the users.
+    """
+    if weights == "uniform":
+        w = {p: 1.0 / len(losses) for p in losses}
+    elif weights == "users":
+        total = sum(users[p] for p in losses)
+        w = {p: users[p] / total for p in losses}
+    else:
+        raise ValueError(f"eval.loss_weights must be 'uniform' or 'users', got {weights!r}")
+    return float(sum(w[p] * losses[p] for p in losses))
+
+
+def results_document(
+    command: str, cfg: DictConfig, platforms: dict[str, Any], seconds: float, **extra: Any
+) -> dict[str, Any]:
+    """The ``results.json`` document: command, resolved config, per-platform results, seconds."""
+    doc: dict[str, Any] = {
+        "command": command,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "platforms": platforms,
+    }
+    doc.update(extra)
+    doc["seconds"] = round(seconds, 2)
+    return doc
+
+
+def write_results(folder: str | Path, name: str, doc: dict[str, Any]) -> Path:
+    """Atomically write ``doc`` to ``folder/name``."""
+    return write_json(Path(folder) / name, doc)
+
+
+def print_table(title: str, rows: list[tuple[str, str, Mapping[str, float]]], console: Console | None = None) -> None:
+    """Print ``(platform, model, test metrics)`` rows as a table."""
+    table = Table(title=title)
+    for col in ("platform", "model", *METRIC_KEYS, "users"):
+        table.add_column(col, justify="right" if col not in ("platform", "model") else "left")
+    for platform, model, m in rows:
+        table.add_row(platform, model, *(f"{m[k]:.4f}" for k in METRIC_KEYS), str(m.get("users", "")))
+    (console or Console()).print(table)

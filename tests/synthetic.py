@@ -1,0 +1,34 @@
+"""A small synthetic platform for fast unit tests (the real data is used elsewhere)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fedrec.data.types import PlatformData
+
+TOPICS = ["red apple fruit", "blue ocean water", "green forest tree", "yellow sun light"]
+
+
+def synthetic_platform(
+    num_users: int = 24, items_per_topic: int = 6, seed: int = 0, name: str = "synthetic"
+) -> PlatformData:
+    """Users each stick to one topic; items are ``"<topic> number <k>"``."""
+    rng = np.random.default_rng(seed)
+    texts = [f"{t} number {k}" for t in TOPICS for k in range(items_per_topic)]
+    users, train, valid, test = [], [], [], []
+    for u in range(num_users):
+        topic = u % len(TOPICS)
+        items = rng.permutation(np.arange(topic * items_per_topic, (topic + 1) * items_per_topic))[:5]
+        users.append(str(u))
+        train.append(items[:3].astype(np.int64))
+        valid.append(int(items[3]))
+        test.append(int(items[4]))
+    return PlatformData(
+        name=name,
+        item_ids=[str(i) for i in range(len(texts))],
+        item_texts=texts,
+        user_ids=users,
+        train=train,
+        valid=np.array(valid),
+        test=np.array(test),
+    )
