@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 from transformers import PreTrainedTokenizerBase
 
 from fedrec.config import platform_folder
-from fedrec.data import PlatformData, load_platform
+from fedrec.data import DataMissingError, PlatformData, load_platform
 from fedrec.model.backbone import TINY_BACKBONE, load_backbone, resolve_backbone
 from fedrec.model.encoder import LoraEncoder
 from fedrec.model.inputs import TextInputs
@@ -18,8 +18,27 @@ from fedrec.task import PlatformTask
 
 
 def load_datasets(cfg: DictConfig) -> dict[str, PlatformData]:
-    """Load every selected platform (``cfg.platforms``) from ``cfg.data.root``."""
-    return {name: load_platform(p.loader, platform_folder(cfg, name), name) for name, p in cfg.platforms.items()}
+    """Load every selected platform (``cfg.platforms``) from ``cfg.data.root``.
+
+    With ``data.download`` on, a benchmark platform whose files are missing is first
+    fetched with :func:`fedrec.data.download.download_datasets` (checksums verified);
+    without network that fails with a message saying to set ``FEDREC_DATA``.
+    """
+    out = {}
+    for name, p in cfg.platforms.items():
+        try:
+            out[name] = load_platform(p.loader, platform_folder(cfg, name), name)
+        except DataMissingError:
+            if not cfg.data.download or p.loader == "custom":
+                raise
+            from fedrec.data.download import DownloadError, download_datasets
+
+            try:
+                download_datasets(platform_folder(cfg, name).parent, [p.loader])
+            except DownloadError as exc:
+                raise DataMissingError(f"platform {name}: files missing under {cfg.data.root} and {exc}") from None
+            out[name] = load_platform(p.loader, platform_folder(cfg, name), name)
+    return out
 
 
 def backbone_key(model_cfg: DictConfig) -> str:
@@ -77,6 +96,7 @@ def build_task(
         head=head,
         score=m.score,
         scale=m.scale,
+        item_tower=m.item_tower,
         examples_per_user=cfg.train.examples_per_user,
         history_ids=m.history_ids,
         cache_dir=cache_dir,

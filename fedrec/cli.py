@@ -13,12 +13,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-HYDRA_COMMANDS = ("train", "baselines")
+HYDRA_COMMANDS = ("train", "baselines", "simulate")
 USAGE = """usage: fedrec <command> [options]
 
 commands:
   train      [overrides]   train (mode=local: one model per platform; mode=centralized: pooled)
   baselines  [overrides]   MostPop, ItemKNN and frozen-text baselines under the protocol
+  simulate   [overrides]   federated training (Flower simulation, one client per platform)
   data download [--root DIR] [--platform NAME ...]   fetch the datasets (needs internet)
   data verify   [--root DIR]                          check the datasets' sha256 sums
 

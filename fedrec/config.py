@@ -43,6 +43,7 @@ class DataConfig:
         "${oc.env:FEDREC_CACHE,.fedrec_cache}",
         "Folder for derived caches (tokenised catalogue, frozen lower-layer outputs, baseline vectors).",
     )
+    download: bool = _f(True, "Fetch a benchmark platform's files (checksummed) when they are missing; needs internet.")
 
 
 @dataclass
@@ -67,10 +68,15 @@ class ModelConfig:
     user_max_tokens: int = _f(64, "User text (recent history, most recent first) truncation.")
     user_item_tokens: int = _f(16, "Tokens each history item may take in the user text.")
     friend_tokens: int = _f(16, "Token budget of the friend segment when friend_signal is on.")
+    item_tower: str = _f(
+        "frozen",
+        "'frozen': items encoded by the backbone without adapters (exact static index; adapters serve the user "
+        "tower). 'shared': items use the adapters too, trained through the positive only.",
+    )
     score: str = _f("cosine", "'cosine' (scaled cosine of the text vectors) or 'dot'.")
-    scale: float = _f(20.0, "Logit scale (inverse temperature) applied to the scores.")
+    scale: float = _f(8.0, "Scale (inverse temperature) of the text cosine score.")
     hybrid: bool = _f(
-        False, "Add per-platform item-ID embeddings (never federated) to the text vectors: content + collaborative."
+        True, "Add per-platform item-ID embeddings (never federated) to the text vectors: content + collaborative."
     )
     id_dim: int = _f(64, "Dimension of the item-ID embeddings (hybrid only).")
     id_init_std: float = _f(0.01, "Init std of the item-ID embeddings.")
@@ -81,7 +87,7 @@ class ModelConfig:
 class TrainConfig:
     """Local training (the unit a federated client runs)."""
 
-    epochs: float = _f(2.0, "Passes over the training examples (fractions allowed).")
+    epochs: float = _f(1.0, "Passes over the training examples (fractions allowed).")
     batch_size: int = _f(64, "Examples per step.")
     lr: float = _f(1e-3, "AdamW learning rate of the LoRA adapters.")
     head_lr: float = _f(1e-2, "AdamW learning rate of the platform-local parameters (item-ID embeddings).")
@@ -106,6 +112,65 @@ class EvalConfig:
 
 
 @dataclass
+class FederationConfig:
+    """Federated training (``fedrec simulate`` and the Flower apps in ``server/``, ``clients/``)."""
+
+    rounds: int = _f(5, "Federated rounds (train on the clients, aggregate, evaluate on the clients).")
+    fraction_train: float = _f(1.0, "Fraction of the connected clients sampled for training each round.")
+    min_clients: int = _f(
+        0, "Minimum clients to wait for and sample each round (0 = the number of selected platforms)."
+    )
+    local_epochs: float = _f(1.0, "Local passes over a client's training examples per round (fractions allowed).")
+    local_steps: int = _f(-1, "Cap on a client's optimizer steps per round (-1 = no cap).")
+    aggregation: str = _f(
+        "fedavg",
+        "LoRA aggregation: 'fedavg' (average A and B separately), 'ffa' (A frozen at the shared seed, only B "
+        "trained, sent and averaged: exact, half the bytes) or 'svd' (average of the products B·A, "
+        "re-factorised to rank r by SVD).",
+    )
+    resume: bool = _f(False, "Continue from the checkpoint in checkpoint_dir (same run directory) if there is one.")
+    checkpoint_every: int = _f(1, "Write the server checkpoint every N rounds (the last round is always written).")
+    checkpoint_dir: str = _f("", "Server checkpoint folder ('' = <run directory>/checkpoint).")
+    client_state_dir: str = _f(
+        "", "Folder of the clients' platform-local state in simulation ('' = <run directory>/client_state)."
+    )
+    client_cpus: float = _f(1.0, "CPUs the simulation engine reserves per client; also the client's torch threads.")
+    eval_max_users: int = _f(-1, "Validation users scored per client each round (-1 = all; the first N users).")
+    round_timeout: float = _f(3600.0, "Seconds the server waits for the clients' replies in a round.")
+
+
+@dataclass
+class PrivacyConfig:
+    """User-level differential privacy of local training (``fedrec.privacy``: DP-SGD with Opacus)."""
+
+    enabled: bool = _f(
+        False,
+        "Train with user-level DP-SGD: each step Poisson-samples users, takes one example per sampled user, "
+        "clips each example's gradient and adds Gaussian noise.",
+    )
+    noise_multiplier: float = _f(1.0, "Noise std as a multiple of max_grad_norm (used when target_epsilon is null).")
+    max_grad_norm: float = _f(1.0, "Clip norm of each user's (example's) gradient over all trainable parameters.")
+    target_epsilon: float | None = _f(
+        None,
+        "Epsilon for the whole run (every round): the noise multiplier is calibrated to it before training from "
+        "rounds x local steps (null = use noise_multiplier; inf = clipping only, no noise, no guarantee).",
+    )
+    delta: float = _f(1e-5, "Delta of the (epsilon, delta) guarantee, per platform (PROTOCOL.md).")
+    accountant: str = _f("rdp", "Privacy accountant: 'rdp' (Renyi DP) or 'prv' (privacy random variables, tighter).")
+    budget: float | None = _f(
+        None, "Refuse to train a round that would take a platform's cumulative epsilon above this (null = no limit)."
+    )
+    batch_size: int = _f(
+        0, "Expected users per DP step; the sampling rate is batch_size / users (0 = train.batch_size)."
+    )
+    secure_mode: bool = _f(
+        False,
+        "Final runs: user sampling from the OS CSPRNG, noise from a generator re-seeded from it each step and "
+        "Opacus's floating-point-attack-resistant Gaussian sampling (not reproducible).",
+    )
+
+
+@dataclass
 class FedrecConfig:
     """Top-level configuration (``conf/config.yaml``)."""
 
@@ -117,6 +182,8 @@ class FedrecConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     baselines: list[str] = _f(["mostpop", "itemknn", "frozen_text"], "Models run by `fedrec baselines`.")
     output: str = _f("results.json", "Results file name, written into the Hydra run directory.")
 
@@ -124,7 +191,10 @@ class FedrecConfig:
 CHOICES = {
     "mode": ("local", "centralized"),
     "model.score": ("cosine", "dot"),
+    "model.item_tower": ("frozen", "shared"),
     "eval.loss_weights": ("uniform", "users"),
+    "federation.aggregation": ("fedavg", "ffa", "svd"),
+    "privacy.accountant": ("rdp", "prv"),
 }
 
 
@@ -155,6 +225,48 @@ def validate(cfg: DictConfig) -> None:
         raise ValueError(f"model.lora_layers must be >= 0, got {cfg.model.lora_layers}")
     if cfg.train.batch_size <= 0:
         raise ValueError(f"train.batch_size must be > 0, got {cfg.train.batch_size}")
+    fed = cfg.federation
+    if fed.rounds < 1:
+        raise ValueError(f"federation.rounds must be >= 1, got {fed.rounds}")
+    if not 0.0 < fed.fraction_train <= 1.0:
+        raise ValueError(f"federation.fraction_train must be in (0, 1], got {fed.fraction_train}")
+    if fed.min_clients < 0 or fed.checkpoint_every < 1 or fed.client_cpus <= 0:
+        raise ValueError(
+            "federation.min_clients must be >= 0, federation.checkpoint_every >= 1 and federation.client_cpus > 0"
+        )
+    validate_privacy(cfg)
+
+
+def validate_privacy(cfg: DictConfig) -> None:
+    """Check the ``privacy`` group (ranges, and no cross-user inputs when DP is on).
+
+    Raises
+    ------
+    ValueError
+        On an out-of-range value, or DP together with ``platforms.<p>.friend_signal``
+        (the friend segment puts other users' data into a user's input, so one user's
+        data would reach other users' gradients and the per-user sensitivity bound fails).
+    """
+    priv = cfg.get("privacy")
+    if priv is None or not priv.enabled:
+        return
+    if priv.max_grad_norm <= 0 or priv.noise_multiplier < 0:
+        raise ValueError("privacy.max_grad_norm must be > 0 and privacy.noise_multiplier >= 0")
+    if not 0.0 < priv.delta < 1.0:
+        raise ValueError(f"privacy.delta must be in (0, 1), got {priv.delta}")
+    if priv.target_epsilon is not None and priv.target_epsilon <= 0:
+        raise ValueError(f"privacy.target_epsilon must be > 0 (or null), got {priv.target_epsilon}")
+    if priv.budget is not None and priv.budget <= 0:
+        raise ValueError(f"privacy.budget must be > 0 (or null), got {priv.budget}")
+    if priv.batch_size < 0:
+        raise ValueError(f"privacy.batch_size must be >= 0, got {priv.batch_size}")
+    for name, p in cfg.platforms.items():
+        if p.friend_signal:
+            raise ValueError(
+                f"platforms.{name}.friend_signal=true cannot be combined with differential privacy: the friend "
+                "segment puts other users' data into each user's input, which breaks the user-level guarantee; "
+                f"set platforms.{name}.friend_signal=false or privacy=off"
+            )
 
 
 def platform_folder(cfg: DictConfig, name: str) -> Path:

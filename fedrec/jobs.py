@@ -79,10 +79,18 @@ def train_job(cfg: DictConfig) -> dict[str, Any]:
     )
     platforms: dict[str, Any] = {}
     training: dict[str, Any] = {}
+    private = bool(cfg.privacy.enabled)
+    if private and cfg.mode != "local":
+        raise ValueError("privacy: user-level DP trains each platform on its own users; use mode=local")
     groups = [tasks] if cfg.mode == "centralized" else [[task] for task in tasks]
     for group in groups:
         encoder.load_adapter_state(initial)
-        result = fit(group, **kw)
+        if private:
+            from fedrec.privacy import train_private_from_config
+
+            result = train_private_from_config(group[0], cfg)
+        else:
+            result = fit(group, **kw)
         label = "+".join(task.name for task in group)
         training[label] = {
             "steps": result.steps,
@@ -91,6 +99,8 @@ def train_job(cfg: DictConfig) -> dict[str, Any]:
             "seconds": round(result.seconds, 2),
             "examples_per_second": round(result.examples_per_second, 1),
         }
+        if private:
+            training[label]["privacy"] = result.public_metrics()  # type: ignore[attr-defined]
         log.info("trained %s: %d steps, %.1f examples/s", label, result.steps, result.examples_per_second)
         platforms.update(evaluate_tasks(group, list(cfg.eval.splits), t.eval_batch_size))
     xloss = None
@@ -142,5 +152,45 @@ def baselines_job(cfg: DictConfig) -> dict[str, Any]:
     path = write_results(output_dir(), cfg.output, doc)
     split = "test" if "test" in cfg.eval.splits else cfg.eval.splits[0]
     print_table(f"fedrec baselines: {split}", [(p, m, v[split]) for p, ms in res.items() for m, v in ms.items()])
+    print(f"results: {path}")
+    return doc
+
+
+def app_dir() -> Path:
+    """The Flower app folder (``server/``, ``clients/``): ``$FEDREC_APP_DIR`` or fedrec's source tree."""
+    import os
+
+    env = os.environ.get("FEDREC_APP_DIR")
+    path = Path(env) if env else Path(__file__).resolve().parent.parent
+    if not (path / "server" / "app.py").is_file() or not (path / "clients" / "app.py").is_file():
+        raise ValueError(
+            f"no Flower app (server/app.py, clients/app.py) in {path}; set FEDREC_APP_DIR to fedrec's source tree"
+        )
+    return path
+
+
+@cli_job
+def simulate_job(cfg: DictConfig) -> dict[str, Any]:
+    """``fedrec simulate``: the selected platforms federated through Flower's simulation engine."""
+    from fedrec.federated.server import summary_rows
+    from fedrec.io import write_json
+    from fedrec.results import print_table
+
+    start = time.perf_counter()
+    folder = str(app_dir())
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    from server.simulation import simulate  # Flower lives in the app, not in the library
+
+    out = output_dir()
+    doc = simulate(cfg, out)
+    doc["federation"]["invocation_seconds"] = round(time.perf_counter() - start, 2)
+    path = write_json(out / cfg.output, doc)
+    fed = doc["federation"]
+    print_table(
+        f"fedrec simulate ({fed['aggregation']}, {fed['rounds']} rounds): test with the best round's adapter "
+        f"(cross-platform loss {doc['cross_platform_loss']})",
+        summary_rows(doc),
+    )
     print(f"results: {path}")
     return doc

@@ -87,6 +87,8 @@ class PlatformTask:
         Scoring function (see :class:`TwoTower`).
     scale : float, default 20.0
         Logit scale.
+    item_tower : {"frozen", "shared"}, default "frozen"
+        See :class:`~fedrec.model.two_tower.TwoTower`.
     examples_per_user : int, default 4
         See :func:`build_examples`.
     history_ids : int, default 50
@@ -109,6 +111,7 @@ class PlatformTask:
         head: PlatformHead | None = None,
         score: str = "cosine",
         scale: float = 20.0,
+        item_tower: str = "frozen",
         examples_per_user: int = 4,
         history_ids: int = 50,
         cache_dir: str | None = None,
@@ -117,7 +120,7 @@ class PlatformTask:
         progress: bool = True,
     ) -> None:
         self.data, self.inputs, self.history_ids = data, inputs, history_ids
-        self.model = TwoTower(encoder, head, score=score, scale=scale)
+        self.model = TwoTower(encoder, head, score=score, scale=scale, item_tower=item_tower)
         self.item_tok, self.item_mask = inputs.items(range(data.num_items))
         kw = dict(cache_dir=cache_dir, backbone_key=backbone_key, progress=progress)
         self.item_hidden = lower_states(encoder, self.item_tok, self.item_mask, desc=f"{data.name} items", **kw)
@@ -149,13 +152,12 @@ class PlatformTask:
     # -- item index -----------------------------------------------------------------------
     @torch.no_grad()
     def refresh_index(self, batch_size: int = 512) -> torch.Tensor:
-        """Re-encode every catalogue item with the current model; returns ``[n_items, D]``."""
+        """Re-encode every catalogue item's text with the current model; returns ``[n_items, d]``."""
         was_training = self.model.training
         self.model.eval()
         parts = []
         for sl in batches(self.data.num_items, batch_size):
-            ids = torch.arange(sl.start, sl.stop)
-            parts.append(self.model.item_vectors(self.item_hidden[sl], self.item_mask[sl], ids))
+            parts.append(self.model.item_text(self.item_hidden[sl], self.item_mask[sl]))
         self.model.train(was_training)
         self.index = torch.cat(parts)
         return self.index
@@ -182,13 +184,16 @@ class PlatformTask:
             "pos_ids": targets,
             "pos_index": self.index[targets],
             "neg_vectors": self.index[neg],
+            "neg_ids": neg.expand(len(rows), -1),
             "neg_valid": ~seen[:, neg],
         }
 
     # -- evaluation ----------------------------------------------------------------------
     @torch.no_grad()
-    def user_vectors(self, histories: Sequence[np.ndarray], users: Sequence[int]) -> torch.Tensor:
-        """User vectors computed from raw histories (full forward, no cache)."""
+    def user_vectors(
+        self, histories: Sequence[np.ndarray], users: Sequence[int]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """User vectors (text, ID) computed from raw histories (full forward, no cache)."""
         tok, mask = self.inputs.users(histories, users)
         hidden = self.encoder.lower(tok, mask)
         hist_ids, hist_mask = recent_ids(histories, self.history_ids)
@@ -200,8 +205,8 @@ class PlatformTask:
         if self.index is None:
             self.refresh_index()
         assert self.index is not None
-        u = self.user_vectors([self.data.history(x, split) for x in users], users)
-        return self.model.scale * (u @ self.index.T)
+        u_text, u_id = self.user_vectors([self.data.history(x, split) for x in users], users)
+        return self.model.scores(u_text, u_id, self.index)
 
     @torch.no_grad()
     def evaluate(

@@ -92,11 +92,28 @@ def test_bad_config_is_a_clear_error(override: str, message: str, data_root: Pat
 
 
 def test_missing_data_is_a_clear_error(tmp_path: Path) -> None:
-    proc = run(
-        ["train", "platform=video", "model=tiny", f"hydra.run.dir={tmp_path / 'x'}"], tmp_path / "empty", tmp_path
-    )
+    args = ["train", "platform=video", "model=tiny", "data.download=false", f"hydra.run.dir={tmp_path / 'x'}"]
+    proc = run(args, tmp_path / "empty", tmp_path)
     assert proc.returncode == 2
     assert "missing data file" in proc.stderr and "fedrec data download" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_data_without_network_tries_download_then_fails_cleanly(tmp_path: Path) -> None:
+    dead = "http://127.0.0.1:9"  # discard port: every request through this proxy fails at once
+    env = {
+        **os.environ,
+        "FEDREC_DATA": str(tmp_path / "empty"),
+        "FEDREC_CACHE": str(tmp_path / "cache"),
+        "http_proxy": dead,
+        "https_proxy": dead,
+        "HTTP_PROXY": dead,
+        "HTTPS_PROXY": dead,
+    }
+    args = ["train", "platform=video", "model=tiny", f"hydra.run.dir={tmp_path / 'x'}"]
+    proc = subprocess.run([*FEDREC, *args], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2
+    assert "platform video: files missing" in proc.stderr and "FEDREC_DATA" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 DEFAULT_BACKBONE = "minilm"
 TINY_BACKBONE = "tiny"
@@ -94,7 +95,12 @@ def load_backbone(
             torch.manual_seed(seed)
             model = BertModel(tiny_bert_config(tokenizer.vocab_size, tiny_hidden, tiny_layers), add_pooling_layer=False)
     else:
-        model = BertModel.from_pretrained(str(path), add_pooling_layer=False, attn_implementation="sdpa")
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # silence the harmless "UNEXPECTED pooler.dense.*" load report
+        try:
+            model = BertModel.from_pretrained(str(path), add_pooling_layer=False, attn_implementation="sdpa")
+        finally:
+            hf_logging.set_verbosity(verbosity)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -140,6 +140,21 @@ class LoraEncoder(nn.Module):
         return self.upper(self.lower(input_ids, attention_mask), attention_mask)
 
     # -- the federated part -------------------------------------------------------------
+    def freeze_lora_a(self) -> None:
+        """Freeze every LoRA A matrix (FFA-LoRA): only the B matrices train.
+
+        A stays at its seeded initialisation, shared by every party built with the same
+        ``init_seed``; :meth:`adapter_state` / :meth:`load_adapter_state` then cover the
+        B matrices only. Each A weight becomes a buffer rather than a frozen parameter:
+        peft re-enables ``requires_grad`` on every adapter parameter whenever adapters are
+        switched back on (e.g. after ``disable_adapter()``), which would unfreeze it.
+        """
+        for name, module in self.named_modules():
+            if ".lora_A." in f"{name}." and isinstance(module, nn.Linear) and "weight" in module._parameters:
+                weight = module.weight.detach()
+                del module.weight
+                module.register_buffer("weight", weight)
+
     def adapter_state(self) -> dict[str, torch.Tensor]:
         """The LoRA tensors (what crosses the wire), detached copies keyed by parameter name."""
         return {n: p.detach().clone() for n, p in self.named_parameters() if p.requires_grad}

@@ -13,12 +13,13 @@ from fedrec.task import PlatformTask, build_examples
 from tests.synthetic import synthetic_platform
 
 
-def _task(hybrid: bool = True) -> PlatformTask:
+def _task(hybrid: bool = True, item_tower: str = "frozen") -> PlatformTask:
     data = synthetic_platform()
     bert, tok = load_backbone("tiny")
     encoder = LoraEncoder(bert, r=4, lora_layers=1)
     head = PlatformHead(data.num_items, 8) if hybrid else None
-    return PlatformTask(data, TextInputs(data, tok, 16, 32, 8), encoder, head=head, progress=False)
+    inputs = TextInputs(data, tok, 16, 32, 8)
+    return PlatformTask(data, inputs, encoder, head=head, item_tower=item_tower, progress=False)
 
 
 def test_examples_follow_the_history_order() -> None:
@@ -42,7 +43,7 @@ def test_loss_of_a_row_does_not_depend_on_the_other_rows() -> None:
 
 
 def test_positive_is_scored_with_the_index_value_but_trains_the_item_tower() -> None:
-    task = _task(hybrid=False)
+    task = _task(hybrid=False, item_tower="shared")
     task.refresh_index()
     batch = task.batch(np.arange(4), np.arange(task.data.num_items))
     stale = batch["pos_index"] + torch.randn_like(batch["pos_index"])  # another forward value
@@ -63,3 +64,23 @@ def test_history_and_positive_never_count_as_negatives() -> None:
         banned = set(task.examples.histories[r].tolist()) | {int(task.examples.targets[r])}
         allowed = set(np.flatnonzero(batch["neg_valid"][i].numpy()).tolist())
         assert allowed == set(range(task.data.num_items)) - banned
+
+
+def test_frozen_item_tower_ignores_the_adapters() -> None:
+    task = _task(hybrid=False, item_tower="frozen")
+    before = task.refresh_index().clone()
+    with torch.no_grad():
+        for p in task.encoder.parameters():
+            if p.requires_grad:
+                p.add_(0.1)
+    torch.testing.assert_close(task.refresh_index(), before)  # items: plain backbone
+    shared = _task(hybrid=False, item_tower="shared")
+    shared.encoder.load_adapter_state(task.encoder.adapter_state())
+    assert not torch.allclose(shared.refresh_index(), before)  # shared: adapters change items
+    # and the user tower does use the adapters in both modes
+    rows = np.arange(3)
+    b = task.batch(rows, np.arange(task.data.num_items))
+    u_adapted, _ = task.model.user_vectors(b["user_hidden"], b["user_mask"], b["hist_ids"], b["hist_mask"])
+    with task.encoder.peft.disable_adapter():
+        u_plain, _ = task.model.user_vectors(b["user_hidden"], b["user_mask"], b["hist_ids"], b["hist_mask"])
+    assert not torch.allclose(u_adapted, u_plain)

@@ -1,0 +1,95 @@
+"""Flower ClientApp: one client per platform, a thin transport over :mod:`fedrec.federated.client`.
+
+Which platform a client serves comes from its node config: ``platform='video'`` in
+deployment (``flower-supernode --node-config "platform='video' data-root='...'"``), or
+the partition id in simulation (partition i serves the i-th selected platform). The run's
+resolved fedrec config arrives with every message (``fedrec-config``); node-config keys
+``data-root``, ``cache-dir``, ``state-dir`` and ``threads`` override what is local to the
+node. The task is built once per process and reused; the frozen lower-layer outputs are
+cached on the node's disk (``data.cache_dir``), and the platform-local parameters are
+saved there after every round (``state-dir``, default ``<cache dir>/client_state``).
+
+Only adapter arrays, the number of training examples and metrics leave the client.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from omegaconf import OmegaConf
+
+from fedrec.federated.client import PlatformClient, cached_client
+
+app = ClientApp()
+
+EVAL_KEYS = ("loss", "HR@10", "NDCG@10", "MRR")
+
+
+def platform_client(msg: Message, context: Context) -> PlatformClient:
+    """The (cached) :class:`PlatformClient` this node runs for the message's run."""
+    conf = msg.content["config"]
+    cfg_yaml = str(conf["fedrec-config"])
+    cfg = OmegaConf.create(cfg_yaml)
+    nc = context.node_config
+    names = list(cfg.platforms)
+    if "platform" in nc:  # deployment: one SuperNode per platform
+        platform = str(nc["platform"])
+        cache_dir = str(nc.get("cache-dir", "")) or None
+        state_root = str(nc.get("state-dir", "")) or str(Path(cache_dir or cfg.data.cache_dir) / "client_state")
+        data_root = str(nc.get("data-root", "")) or None
+        threads = int(nc.get("threads", 0)) or None
+    else:  # simulation: partition i serves the i-th selected platform
+        pid = int(nc["partition-id"])
+        if pid >= len(names):
+            raise ValueError(f"partition {pid} has no platform: the run selects {names}")
+        platform, data_root, cache_dir = names[pid], None, None
+        state_root = str(cfg.federation.client_state_dir) or str(Path(cfg.data.cache_dir) / "client_state")
+        threads = max(1, int(cfg.federation.client_cpus))
+    state_dir = Path(state_root) / str(conf["run-key"]) / platform
+    return cached_client(cfg_yaml, platform, state_dir, data_root, cache_dir, threads)
+
+
+def arrays_in(msg: Message) -> dict:
+    """The message's adapter arrays as NumPy."""
+    return {k: v.numpy() for k, v in msg.content["arrays"].items()}
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Train locally from the global adapter; reply with the adapter, examples and train loss."""
+    client = platform_client(msg, context)
+    out = client.train(arrays_in(msg), int(msg.content["config"]["server-round"]))
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({k: Array(v) for k, v in out.state.items()}),
+            "metrics": MetricRecord(
+                {
+                    "num-examples": out.num_examples,
+                    "train-loss": out.loss,
+                    "steps": out.steps,
+                    "train-seconds": out.seconds,
+                }
+            ),
+            "info": ConfigRecord({"platform": client.platform}),
+        }
+    )
+    return Message(content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Score the received adapter on this platform's split (``valid`` each round, ``test`` at the end)."""
+    client = platform_client(msg, context)
+    conf = msg.content["config"]
+    m = client.evaluate(
+        arrays_in(msg),
+        split=str(conf["split"]),
+        local_round=int(conf["local-round"]),
+        max_users=int(client.cfg.federation.eval_max_users) if conf["split"] == "valid" else -1,
+    )
+    metrics = {k: float(m[k]) for k in EVAL_KEYS}
+    metrics.update({"num-examples": int(m["users"]), "users": int(m["users"])})
+    content = RecordDict({"metrics": MetricRecord(metrics), "info": ConfigRecord({"platform": client.platform})})
+    return Message(content, reply_to=msg)

@@ -1,0 +1,476 @@
+"""The server side of a federated run, without Flower.
+
+:class:`Coordinator` holds the global adapter and everything the server remembers:
+it validates and aggregates the clients' updates (rejected ones are excluded with a
+logged reason), turns the clients' validation results into the cross-platform loss,
+keeps the best round by that loss, writes an atomic checkpoint (global adapter, best
+adapter, round, history) and, with ``federation.resume``, continues from it. The
+Flower ServerApp (``server/app.py``) only moves messages between it and the clients.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from fedrec.federated.aggregate import aggregate, check_update, check_weight, state_nbytes
+from fedrec.federated.client import to_numpy
+from fedrec.io import save_torch, write_json
+from fedrec.results import METRIC_KEYS, cross_platform_loss, results_document
+
+LogFn = Callable[[int, str], None]
+CHECKPOINT = "checkpoint.pt"
+MIB = 1024**2
+
+
+def _std_log(level: int, msg: str) -> None:
+    logging.getLogger("fedrec.federated").log(level, msg)
+
+
+@dataclass
+class ClientUpdate:
+    """One client's training reply as the server received it.
+
+    Attributes
+    ----------
+    node : str
+        Node identifier (for logs).
+    platform : str
+        The platform the client serves.
+    state : dict or None
+        The adapter arrays (None if they could not be decoded).
+    num_examples : object
+        Reported training examples (the aggregation weight; validated).
+    metrics : dict
+        Other reported metrics (train loss, ...).
+    nbytes : int
+        Bytes of the received arrays.
+    problem : str, optional
+        Set when the transport already found the reply unusable.
+    """
+
+    node: str
+    platform: str
+    state: dict[str, np.ndarray] | None
+    num_examples: object
+    metrics: dict[str, float] = field(default_factory=dict)
+    nbytes: int = 0
+    problem: str | None = None
+
+
+@dataclass
+class ClientEvaluation:
+    """One client's evaluation reply: its platform and metrics (loss, HR@10, ...)."""
+
+    node: str
+    platform: str
+    metrics: dict[str, float]
+
+
+def describe(cfg: DictConfig) -> dict[str, Any]:
+    """The settings a checkpoint must share with the run that resumes it."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(c, dict)
+    return {
+        "seed": c["seed"],
+        "platforms": sorted(c["platforms"]),
+        "model": c["model"],
+        "aggregation": c["federation"]["aggregation"],
+        "local_epochs": c["federation"]["local_epochs"],
+        "local_steps": c["federation"]["local_steps"],
+    }
+
+
+def initial_adapter(cfg: DictConfig) -> tuple[dict[str, np.ndarray], int]:
+    """The shared initial adapter (seeded) and the frozen backbone's size in bytes.
+
+    Builds the encoder the clients build (``cfg.model``, ``cfg.seed``), with LoRA A
+    frozen for ``ffa`` so that the adapter holds exactly what crosses the wire.
+    """
+    from fedrec.build import build_encoder
+
+    encoder, _ = build_encoder(cfg.model, cfg.seed)
+    if cfg.federation.aggregation == "ffa":
+        encoder.freeze_lora_a()
+    backbone = sum(p.numel() * p.element_size() for n, p in encoder.named_parameters() if "lora_" not in n)
+    return to_numpy(encoder.adapter_state()), int(backbone)
+
+
+class Coordinator:
+    """Global adapter, aggregation, cross-platform loss, best round, checkpoints.
+
+    Parameters
+    ----------
+    cfg : DictConfig
+        The run's resolved config.
+    out_dir : path-like
+        Run directory (results, adapters; the checkpoint unless
+        ``federation.checkpoint_dir`` is set).
+    initial : dict
+        The initial global adapter (from :func:`initial_adapter`).
+    backbone_bytes : int
+        Size of the frozen backbone, reported beside the bytes sent.
+    log : callable, optional
+        ``log(level, message)``; default: the ``fedrec.federated`` logger.
+    """
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        out_dir: str | Path,
+        initial: dict[str, np.ndarray],
+        backbone_bytes: int,
+        log: LogFn | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.fed = cfg.federation
+        self.mode = str(self.fed.aggregation)
+        self.platforms = list(cfg.platforms)
+        self.out_dir = Path(out_dir)
+        ckpt = str(self.fed.checkpoint_dir or "")
+        self.ckpt_dir = Path(ckpt).expanduser() if ckpt else self.out_dir / "checkpoint"
+        self.log = log or _std_log
+        self.global_state = {k: np.array(v, copy=True) for k, v in initial.items()}
+        self.expected = {k: tuple(v.shape) for k, v in initial.items()}
+        self.backbone_bytes = backbone_bytes
+        self.round = 0
+        self.history: list[dict[str, Any]] = []
+        self.best_round: int | None = None
+        self.best_loss: float | None = None
+        self.best_state = {k: np.array(v, copy=True) for k, v in initial.items()}
+        self.run_key = uuid.uuid4().hex[:12]
+        self.seconds_before = 0.0
+        self.started = time.perf_counter()
+        self.pending: dict[str, Any] = {}
+
+    # -- messages ---------------------------------------------------------------------
+    @property
+    def min_clients(self) -> int:
+        """Clients to wait for and sample each round."""
+        return int(self.fed.min_clients) or len(self.platforms)
+
+    def message_config(self, split: str = "valid", local_round: int | None = None) -> dict[str, Any]:
+        """What every client message carries besides the arrays (the config travels with it)."""
+        return {
+            "fedrec-config": OmegaConf.to_yaml(self.cfg, resolve=True),
+            "run-key": self.run_key,
+            "split": split,
+            "local-round": -1 if local_round is None else int(local_round),
+        }
+
+    # -- resume / checkpoint ----------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        """The checkpoint file."""
+        return self.ckpt_dir / CHECKPOINT
+
+    def resume(self) -> int:
+        """Load the checkpoint when ``federation.resume`` is on; returns the last completed round.
+
+        Raises
+        ------
+        ValueError
+            If the checkpoint was written with different model, platforms, seed or
+            aggregation settings, or does not fit the adapter.
+        """
+        if not self.fed.resume:
+            return 0
+        if not self.checkpoint_path.is_file():
+            self.log(logging.WARNING, f"resume: no checkpoint at {self.checkpoint_path}; starting at round 1")
+            return 0
+        ck = torch.load(self.checkpoint_path, weights_only=True)
+        saved, now = json.loads(ck["describe"]), describe(self.cfg)
+        diff = sorted(k for k in now if saved.get(k) != now[k])
+        if diff:
+            raise ValueError(
+                f"cannot resume from {self.checkpoint_path}: it was written with different {', '.join(diff)} "
+                f"(checkpoint {[saved.get(k) for k in diff]}, now {[now[k] for k in diff]})"
+            )
+        state = to_numpy(ck["global"])
+        problem = check_update(state, self.expected)
+        if problem:
+            raise ValueError(f"cannot resume from {self.checkpoint_path}: {problem}")
+        self.global_state = state
+        self.best_state = to_numpy(ck["best"])
+        self.round = int(ck["round"])
+        self.best_round = None if ck["best_round"] < 0 else int(ck["best_round"])
+        self.best_loss = None if self.best_round is None else float(ck["best_loss"])
+        self.history = json.loads(ck["history"])
+        self.run_key = str(ck["run_key"])
+        self.seconds_before = float(ck["seconds"])
+        self.log(logging.INFO, f"resuming after round {self.round} from {self.checkpoint_path}")
+        return self.round
+
+    def save_checkpoint(self) -> Path:
+        """Atomically write the checkpoint (global and best adapter, round, history)."""
+        return save_torch(
+            self.checkpoint_path,
+            {
+                "round": self.round,
+                "global": {k: torch.from_numpy(v) for k, v in self.global_state.items()},
+                "best": {k: torch.from_numpy(v) for k, v in self.best_state.items()},
+                "best_round": -1 if self.best_round is None else self.best_round,
+                "best_loss": float("nan") if self.best_loss is None else self.best_loss,
+                "history": json.dumps(self.history),
+                "describe": json.dumps(describe(self.cfg)),
+                "run_key": self.run_key,
+                "seconds": self.elapsed,
+            },
+        )
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds spent on this run, over all resumes."""
+        return self.seconds_before + time.perf_counter() - self.started
+
+    # -- a round ----------------------------------------------------------------------
+    def aggregate_train(self, server_round: int, updates: Sequence[ClientUpdate]) -> dict[str, np.ndarray] | None:
+        """Validate the updates, aggregate the accepted ones into the new global adapter.
+
+        A rejected update (decode failure, wrong names or shapes, non-finite values,
+        unusable example count) is excluded and logged with its reason; the round goes
+        on with the others. With no accepted update the global adapter is unchanged.
+
+        Returns
+        -------
+        dict or None
+            The new global adapter, or None if nothing was accepted.
+        """
+        accepted: list[ClientUpdate] = []
+        rejected: list[dict[str, str]] = []
+        for u in sorted(updates, key=lambda x: (x.platform, x.node)):
+            reason = u.problem
+            if reason is None and u.state is None:
+                reason = "no arrays in the reply"
+            if reason is None:
+                assert u.state is not None
+                reason = check_update(u.state, self.expected) or check_weight(u.num_examples)
+            if reason is None:
+                accepted.append(u)
+            else:
+                rejected.append({"platform": u.platform, "node": u.node, "reason": reason})
+                self.log(
+                    logging.WARNING,
+                    f"round {server_round}: rejected the update of {u.platform} (node {u.node}): {reason}",
+                )
+        self.pending = {
+            "train": {
+                u.platform: {
+                    "num_examples": int(u.num_examples),  # type: ignore[call-overload]
+                    "bytes_up": u.nbytes,
+                    **{k: float(v) for k, v in u.metrics.items()},
+                }
+                for u in accepted
+            },
+            "rejected": rejected,
+        }
+        if not accepted:
+            self.log(logging.WARNING, f"round {server_round}: no accepted update; the global adapter is unchanged")
+            return None
+        self.global_state = aggregate(
+            self.mode,
+            [u.state for u in accepted if u.state is not None],
+            [float(u.num_examples) for u in accepted],  # type: ignore[arg-type]
+        )
+        return self.global_state
+
+    def end_round(
+        self, server_round: int, evaluations: Sequence[ClientEvaluation], bytes_down: int, seconds: float
+    ) -> dict[str, Any]:
+        """Record the round: per-platform metrics, cross-platform loss, best round, checkpoint.
+
+        Parameters
+        ----------
+        server_round : int
+            The round just finished.
+        evaluations : sequence of ClientEvaluation
+            The clients' validation results on the new global adapter.
+        bytes_down : int
+            Bytes of the adapter arrays one client received in this round (train + evaluate).
+        seconds : float
+            Wall time of the round.
+
+        Returns
+        -------
+        dict
+            The round's history entry.
+        """
+        valid = {e.platform: e.metrics for e in sorted(evaluations, key=lambda e: e.platform)}
+        xloss = None
+        if set(valid) == set(self.platforms):
+            xloss = cross_platform_loss(
+                {p: m["loss"] for p, m in valid.items()},
+                {p: int(m.get("users", 1)) for p, m in valid.items()},
+                str(self.cfg.eval.loss_weights),
+            )
+        else:
+            missing = sorted(set(self.platforms) - set(valid))
+            self.log(logging.WARNING, f"round {server_round}: no validation result from {missing}")
+        train = self.pending.get("train", {})
+        up = [t["bytes_up"] for t in train.values()]
+        entry: dict[str, Any] = {
+            "round": server_round,
+            "cross_platform_loss": xloss,
+            "platforms": {p: {"train": train.get(p), "valid": valid.get(p)} for p in self.platforms},
+            "rejected": self.pending.get("rejected", []),
+            "bytes": {
+                "down_per_client": bytes_down,
+                "up_per_client": max(up) if up else 0,
+                "total": bytes_down * (len(valid) or len(train)) + sum(up),
+            },
+            "seconds": round(seconds, 2),
+        }
+        self.history.append(entry)
+        self.round = server_round
+        if xloss is not None and (self.best_loss is None or xloss < self.best_loss):
+            self.best_round, self.best_loss = server_round, xloss
+            self.best_state = {k: np.array(v, copy=True) for k, v in self.global_state.items()}
+        self.pending = {}
+        if server_round % int(self.fed.checkpoint_every) == 0 or server_round >= int(self.fed.rounds):
+            self.save_checkpoint()
+            write_json(self.out_dir / "history.json", self.history)
+        self.log(logging.INFO, self.round_line(entry))
+        return entry
+
+    def round_line(self, entry: dict[str, Any]) -> str:
+        """One progress line for a round."""
+        x = entry["cross_platform_loss"]
+        parts = [f"round {entry['round']}/{self.fed.rounds}", f"xloss {x:.4f}" if x is not None else "xloss n/a"]
+        for p, v in entry["platforms"].items():
+            if v["valid"]:
+                parts.append(f"{p} NDCG@10 {v['valid']['NDCG@10']:.4f}")
+        parts.append(f"{entry['bytes']['down_per_client'] / 1024:.1f}+{entry['bytes']['up_per_client'] / 1024:.1f} KiB")
+        if entry["rejected"]:
+            parts.append(f"{len(entry['rejected'])} rejected")
+        parts.append(f"{entry['seconds']:.1f}s")
+        best = f" (best {self.best_round})" if self.best_round else ""
+        return " | ".join(parts) + best
+
+    # -- the end ----------------------------------------------------------------------
+    def finish(self, command: str, test: Sequence[ClientEvaluation]) -> dict[str, Any]:
+        """Write ``best_adapter.pt``, ``global_adapter.pt`` and the results document.
+
+        Parameters
+        ----------
+        command : str
+            ``"simulate"`` or ``"deploy"`` (recorded in the document).
+        test : sequence of ClientEvaluation
+            The clients' test results with the best round's adapter.
+
+        Returns
+        -------
+        dict
+            The ``results.json`` document (also written to ``out_dir / cfg.output``).
+        """
+        save_torch(self.out_dir / "global_adapter.pt", {k: torch.from_numpy(v) for k, v in self.global_state.items()})
+        save_torch(self.out_dir / "best_adapter.pt", {k: torch.from_numpy(v) for k, v in self.best_state.items()})
+        platforms = {e.platform: {"test": e.metrics} for e in sorted(test, key=lambda e: e.platform)}
+        adapter = state_nbytes(self.global_state)
+        rounds = [h for h in self.history]
+        doc = results_document(
+            command,
+            self.cfg,
+            platforms,
+            self.elapsed,
+            cross_platform_loss=self.best_loss,
+            federation={
+                "aggregation": self.mode,
+                "rounds": self.round,
+                "best_round": self.best_round,
+                "adapter_bytes": adapter,
+                "backbone_bytes": self.backbone_bytes,
+                "adapter_to_backbone": adapter / self.backbone_bytes if self.backbone_bytes else None,
+                "mean_round_seconds": float(np.mean([h["seconds"] for h in rounds])) if rounds else None,
+                "rejected": sum(len(h["rejected"]) for h in rounds),
+                "history": self.history,
+            },
+        )
+        write_json(self.out_dir / str(self.cfg.output), doc)
+        return doc
+
+
+def summary_rows(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, float]]]:
+    """``(platform, model, test metrics)`` rows of a federated results document."""
+    label = f"fed-{doc['federation']['aggregation']}@r{doc['federation']['best_round']}"
+    return [(p, label, v["test"]) for p, v in doc["platforms"].items() if all(k in v["test"] for k in METRIC_KEYS)]
+
+
+def prepare_run_config(cfg: DictConfig, out_dir: str | Path) -> DictConfig:
+    """The resolved config a simulation hands to its apps: absolute paths, run-local folders.
+
+    ``data.root`` and ``data.cache_dir`` become absolute (the simulation's workers may
+    run elsewhere); an empty ``federation.checkpoint_dir`` / ``client_state_dir`` becomes
+    ``<out_dir>/checkpoint`` / ``<out_dir>/client_state``.
+    """
+    out_dir = Path(out_dir).resolve()
+    c = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    c.data.root = str(Path(c.data.root).expanduser().resolve())
+    c.data.cache_dir = str(Path(c.data.cache_dir).expanduser().resolve())
+    fed = c.federation
+    fed.checkpoint_dir = (
+        str(Path(fed.checkpoint_dir).expanduser().resolve()) if fed.checkpoint_dir else str(out_dir / "checkpoint")
+    )
+    fed.client_state_dir = (
+        str(Path(fed.client_state_dir).expanduser().resolve())
+        if fed.client_state_dir
+        else str(out_dir / "client_state")
+    )
+    return c
+
+
+class Transport(Protocol):
+    """How a :class:`Coordinator` reaches its clients (Flower's grid, or in-process)."""
+
+    def train_round(self, server_round: int, co: Coordinator) -> int:
+        """Send the global adapter out for training and have ``co`` aggregate the replies.
+
+        Returns the adapter bytes one client received.
+        """
+
+    def evaluate_round(
+        self, server_round: int, co: Coordinator, state: dict[str, np.ndarray], split: str
+    ) -> tuple[list[ClientEvaluation], int]:
+        """Have every client score ``state`` on ``split``; returns the results and the bytes one client received."""
+
+
+def run_rounds(co: Coordinator, transport: Transport, command: str) -> dict[str, Any]:
+    """The federated loop: resume, train/aggregate/evaluate each round, test the best adapter.
+
+    Parameters
+    ----------
+    co : Coordinator
+        The server's memory (resumes from its checkpoint when ``federation.resume``).
+    transport : Transport
+        Reaches the clients.
+    command : str
+        Recorded in the results document.
+
+    Returns
+    -------
+    dict
+        The results document (also written to the run directory).
+    """
+    done = co.resume()
+    for rnd in range(done + 1, int(co.fed.rounds) + 1):
+        start = time.perf_counter()
+        down = transport.train_round(rnd, co)
+        evaluations, down_eval = transport.evaluate_round(rnd, co, co.global_state, "valid")
+        co.end_round(rnd, evaluations, down + down_eval, time.perf_counter() - start)
+    best = co.best_round or co.round
+    tests, _ = transport.evaluate_round(best, co, co.best_state, "test")
+    doc = co.finish(command, tests)
+    co.log(
+        logging.INFO,
+        f"best round {best} (cross-platform loss {co.best_loss}); results: {co.out_dir / str(co.cfg.output)}",
+    )
+    return doc

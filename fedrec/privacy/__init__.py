@@ -1,0 +1,58 @@
+"""User-level differential privacy for local training (DP-SGD with Opacus).
+
+The guarantee: the adapter (and platform-local head) a platform trains, over all the
+rounds it takes part in, is (epsilon, delta)-DP with respect to adding or removing any
+one of its users -- the user's whole history is the unit (PROTOCOL.md). See
+:mod:`fedrec.privacy.dpsgd` for how a step works, :mod:`fedrec.privacy.accounting` for
+the cumulative ledger.
+"""
+
+from fedrec.privacy.accounting import (
+    ACCOUNTANTS,
+    PrivacyLedger,
+    calibrate_noise,
+    epsilon_of,
+    merge_history,
+)
+from fedrec.privacy.dpsgd import (
+    DPPlan,
+    PrivateFitResult,
+    check_user_level,
+    count_users,
+    dp_steps,
+    ledger_from_config,
+    plan_from_config,
+    plan_private,
+    train_private,
+    train_private_from_config,
+)
+from fedrec.privacy.per_sample import (
+    EmbeddingGradCollector,
+    FP32DPOptimizer,
+    FP32GradSampleModule,
+    PerSampleGradients,
+)
+from fedrec.privacy.sampling import UserSampler
+
+__all__ = [
+    "ACCOUNTANTS",
+    "DPPlan",
+    "EmbeddingGradCollector",
+    "FP32DPOptimizer",
+    "FP32GradSampleModule",
+    "PerSampleGradients",
+    "PrivacyLedger",
+    "PrivateFitResult",
+    "UserSampler",
+    "calibrate_noise",
+    "check_user_level",
+    "count_users",
+    "dp_steps",
+    "epsilon_of",
+    "ledger_from_config",
+    "merge_history",
+    "plan_from_config",
+    "plan_private",
+    "train_private",
+    "train_private_from_config",
+]

@@ -1,0 +1,215 @@
+"""Flower ServerApp: FedAvg over the LoRA adapters, a thin transport over :mod:`fedrec.federated.server`.
+
+Each round: sample the clients (FedAvg's sampling), send them the global adapter and
+the run's config, aggregate the accepted updates with the configured mode
+(``federation.aggregation``: fedavg, ffa or svd; rejected updates are logged and
+excluded), send the new adapter out for validation, record the cross-platform loss,
+keep the best round and checkpoint atomically. After the last round the best round's
+adapter is scored on every client's test split and ``results.json`` is written.
+
+Run config (``[tool.flwr.app.config]``, or ``flwr run --run-config``):
+
+``config-path``
+    A resolved fedrec YAML (``fedrec simulate`` writes one). Empty: compose ``conf/``
+    with ``overrides``.
+``overrides``
+    Hydra overrides, space-separated (e.g. ``"model=tiny federation.rounds=2"``).
+``out-dir``
+    Where results, adapters and the checkpoint go (empty: ``outputs/deploy/<time>``).
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Iterable
+from logging import INFO, WARNING
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
+from flwr.supercore import log
+from omegaconf import DictConfig, OmegaConf
+
+from fedrec.federated.server import ClientEvaluation, ClientUpdate, Coordinator, initial_adapter, run_rounds
+
+app = ServerApp()
+
+
+def to_record(state: dict[str, Any]) -> ArrayRecord:
+    """An adapter state as an ArrayRecord (NumPy serialisation)."""
+    return ArrayRecord({k: Array(v) for k, v in state.items()})
+
+
+def _platform(msg: Message) -> str:
+    info = msg.content.config_records.get("info") if msg.has_content() else None
+    if info is not None and "platform" in info:
+        return str(info["platform"])
+    return f"node-{msg.metadata.src_node_id}"
+
+
+def reply_to_update(msg: Message) -> ClientUpdate:
+    """Decode a training reply; whatever makes it unusable becomes the update's ``problem``."""
+    node = str(msg.metadata.src_node_id)
+    if msg.has_error():
+        return ClientUpdate(node, _platform(msg), None, 0, problem=f"client error: {msg.error.reason}")
+    content = msg.content
+    platform = _platform(msg)
+    if len(content.array_records) != 1 or len(content.metric_records) != 1:
+        return ClientUpdate(node, platform, None, 0, problem="expected exactly one ArrayRecord and one MetricRecord")
+    record = next(iter(content.array_records.values()))
+    metrics = dict(next(iter(content.metric_records.values())))
+    try:
+        state = {k: v.numpy() for k, v in record.items()}
+    except Exception as exc:  # noqa: BLE001 - any undecodable payload is a rejection reason
+        return ClientUpdate(node, platform, None, 0, problem=f"arrays could not be decoded: {exc}")
+    n = metrics.pop("num-examples", None)
+    other = {k.replace("-", "_"): float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+    return ClientUpdate(node, platform, state, n, other, nbytes=record.count_bytes())
+
+
+class FedrecStrategy(FedAvg):
+    """FedAvg's sampling and messaging with fedrec's validation and LoRA aggregation.
+
+    Parameters
+    ----------
+    coordinator : Coordinator
+        Validates and aggregates the updates, keeps the global adapter.
+    **kwargs
+        FedAvg's arguments (fractions, minimum nodes).
+    """
+
+    def __init__(self, coordinator: Coordinator, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.coordinator = coordinator
+        self.evaluations: list[ClientEvaluation] = []
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Validate each reply on its own (a bad one never blocks the others), then aggregate."""
+        updates = [reply_to_update(m) for m in replies]
+        new = self.coordinator.aggregate_train(server_round, updates)
+        if new is None:
+            return None, None
+        train = self.coordinator.pending["train"]
+        total = sum(t["num_examples"] for t in train.values())
+        loss = sum(t["num_examples"] * t.get("train_loss", 0.0) for t in train.values()) / total
+        return to_record(new), MetricRecord({"num-examples": total, "train-loss": loss})
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Collect each platform's metrics (kept in :attr:`evaluations`); return their user-weighted mean."""
+        self.evaluations = []
+        for msg in replies:
+            if msg.has_error():
+                log(WARNING, "evaluation failed on node %s: %s", msg.metadata.src_node_id, msg.error.reason)
+                continue
+            m = dict(next(iter(msg.content.metric_records.values())))
+            self.evaluations.append(ClientEvaluation(str(msg.metadata.src_node_id), _platform(msg), m))
+        if not self.evaluations:
+            return None
+        users = sum(float(e.metrics["users"]) for e in self.evaluations)
+        keys = ("loss", "HR@10", "NDCG@10", "MRR")
+        return MetricRecord(
+            {k: sum(float(e.metrics[k]) * float(e.metrics["users"]) for e in self.evaluations) / users for k in keys}
+        )
+
+
+def _flwr_log(level: int, message: str) -> None:
+    log(level, "%s", message)
+
+
+class FlowerTransport:
+    """Reaches the clients through the grid, with :class:`FedrecStrategy` sampling and aggregating."""
+
+    def __init__(self, grid: Grid, strategy: FedrecStrategy, timeout: float) -> None:
+        self.grid, self.strategy, self.timeout = grid, strategy, timeout
+
+    def train_round(self, server_round: int, co: Coordinator) -> int:
+        """Send the global adapter for training; the strategy validates and aggregates the replies."""
+        arrays = to_record(co.global_state)
+        messages = self.strategy.configure_train(server_round, arrays, ConfigRecord(co.message_config()), self.grid)
+        self.strategy.aggregate_train(server_round, self.grid.send_and_receive(messages, timeout=self.timeout))
+        return arrays.count_bytes()
+
+    def evaluate_round(
+        self, server_round: int, co: Coordinator, state: dict[str, Any], split: str
+    ) -> tuple[list[ClientEvaluation], int]:
+        """Send ``state`` to every client for scoring on ``split``."""
+        arrays = to_record(state)
+        config = ConfigRecord(co.message_config(split, server_round))
+        messages = self.strategy.configure_evaluate(server_round, arrays, config, self.grid)
+        self.strategy.aggregate_evaluate(server_round, self.grid.send_and_receive(messages, timeout=self.timeout))
+        return list(self.strategy.evaluations), arrays.count_bytes()
+
+
+def run_federation(grid: Grid, cfg: DictConfig, out_dir: str | Path, command: str) -> dict[str, Any]:
+    """Run (or resume) the federated rounds over the grid's nodes; returns the results document."""
+    fed = cfg.federation
+    initial, backbone_bytes = initial_adapter(cfg)
+    co = Coordinator(cfg, out_dir, initial, backbone_bytes, log=_flwr_log)
+    n = co.min_clients
+    strategy = FedrecStrategy(
+        co,
+        fraction_train=float(fed.fraction_train),
+        fraction_evaluate=1.0,
+        min_train_nodes=n,
+        min_evaluate_nodes=n,
+        min_available_nodes=n,
+    )
+    log(
+        INFO,
+        "fedrec: %s aggregation, %d rounds, adapter %.1f KiB (backbone %.1f MiB), run directory %s",
+        co.mode,
+        fed.rounds,
+        sum(v.nbytes for v in initial.values()) / 1024,
+        backbone_bytes / 1024**2,
+        out_dir,
+    )
+    return run_rounds(co, FlowerTransport(grid, strategy, float(fed.round_timeout)), command)
+
+
+def load_config(path: str) -> DictConfig:
+    """A resolved fedrec config from a YAML file."""
+    cfg = OmegaConf.load(path)
+    assert isinstance(cfg, DictConfig)
+    return cfg
+
+
+def compose_config(overrides: str) -> DictConfig:
+    """Compose ``conf/`` (the app's own, else fedrec's) with Hydra overrides, validated."""
+    from hydra import compose, initialize_config_dir
+
+    from fedrec.cli import conf_dir
+    from fedrec.config import register_configs, validate
+
+    here = Path(__file__).resolve().parent.parent / "conf"
+    folder = here if (here / "config.yaml").is_file() else conf_dir()
+    register_configs()
+    with initialize_config_dir(config_dir=str(folder), version_base="1.3"):
+        cfg = compose("config", overrides=["command=deploy", *shlex.split(overrides)])
+    validate(cfg)
+    return cfg
+
+
+def make_server_app(config_path: str, out_dir: str, command: str = "simulate") -> ServerApp:
+    """A ServerApp bound to a resolved config file and run directory (used by ``fedrec simulate``)."""
+    server_app = ServerApp()
+
+    @server_app.main()
+    def _main(grid: Grid, context: Context) -> None:
+        run_federation(grid, load_config(config_path), out_dir, command)
+
+    return server_app
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Deployment entry point: the config comes from the run config (see the module docstring)."""
+    rc = context.run_config
+    path = str(rc.get("config-path", ""))
+    cfg = load_config(path) if path else compose_config(str(rc.get("overrides", "")))
+    out = str(rc.get("out-dir", "")) or str(Path("outputs") / "deploy" / time.strftime("%Y-%m-%d_%H-%M-%S"))
+    run_federation(grid, cfg, Path(out).resolve(), "deploy")

@@ -1,0 +1,144 @@
+"""Server side without the simulation engine: the strategy's validation, the coordinator's memory."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, Metadata, MetricRecord, RecordDict
+from flwr.app.error import Error
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from fedrec.config import register_configs, validate
+from fedrec.federated.aggregate import fedavg
+from fedrec.federated.server import ClientEvaluation, ClientUpdate, Coordinator, initial_adapter
+from server.app import FedrecStrategy
+from tests.conftest import REPO_ROOT
+
+
+def _cfg(*overrides: str) -> DictConfig:
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["model=tiny", "platform=[video,ecommerce,social]", *overrides])
+    validate(cfg)
+    return cfg
+
+
+def _coordinator(tmp_path: Path, *overrides: str) -> tuple[Coordinator, list[tuple[int, str]]]:
+    cfg = _cfg(*overrides)
+    initial, backbone = initial_adapter(cfg)
+    logs: list[tuple[int, str]] = []
+    return Coordinator(cfg, tmp_path, initial, backbone, log=lambda lvl, m: logs.append((lvl, m))), logs
+
+
+def _reply(node: int, platform: str, state: dict[str, np.ndarray] | None, n: object = 100) -> Message:
+    """A reply from ``node`` as the grid hands it to the strategy."""
+    meta = Metadata(
+        run_id=1,
+        message_id="",
+        src_node_id=node,
+        dst_node_id=1,
+        reply_to_message_id="m",
+        group_id="",
+        created_at=0.0,
+        ttl=60.0,
+        message_type="train",
+    )
+    if state is None:
+        return Message(error=Error(code=0, reason="ValueError: boom"), metadata=meta)
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({k: Array(v) for k, v in state.items()}),
+            "metrics": MetricRecord({"num-examples": n, "train-loss": 1.5}),
+            "info": ConfigRecord({"platform": platform}),
+        }
+    )
+    return Message(content=content, metadata=meta)
+
+
+def _perturbed(state: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {k: (v + rng.normal(size=v.shape)).astype(v.dtype) for k, v in state.items()}
+
+
+def test_bad_updates_are_rejected_with_a_reason_and_the_round_goes_on(tmp_path: Path) -> None:
+    co, logs = _coordinator(tmp_path)
+    strategy = FedrecStrategy(co)
+    good_video, good_social = _perturbed(co.global_state, 1), _perturbed(co.global_state, 2)
+    first = next(iter(good_video))
+    misshaped = {**_perturbed(co.global_state, 3), first: np.zeros((3, 3), np.float32)}
+    nonfinite = _perturbed(co.global_state, 4)
+    nonfinite[first][0, 0] = np.nan
+    replies = [
+        _reply(1, "video", good_video, 300),
+        _reply(2, "ecommerce", misshaped),
+        _reply(3, "social", good_social, 100),
+        _reply(4, "ecommerce", nonfinite),
+        _reply(5, "ecommerce", None),  # the client raised
+        _reply(6, "ecommerce", _perturbed(co.global_state, 5), n=0),  # no examples
+    ]
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    assert arrays is not None and metrics is not None
+    expected = fedavg([good_social, good_video], [100, 300])
+    for k, v in arrays.items():
+        np.testing.assert_allclose(v.numpy(), expected[k], rtol=1e-6)
+    assert metrics["num-examples"] == 400
+    reasons = {r["node"]: r["reason"] for r in co.pending["rejected"]}
+    assert set(reasons) == {"2", "4", "5", "6"}
+    assert "has shape (3, 3)" in reasons["2"] and "non-finite" in reasons["4"]
+    assert "client error: ValueError: boom" in reasons["5"] and "num-examples is 0" in reasons["6"]
+    warnings = [m for lvl, m in logs if lvl == logging.WARNING]
+    assert len(warnings) == 4 and all("round 1: rejected the update of" in m for m in warnings)
+    assert "of ecommerce (node 2): tensor" in warnings[0] and "of node-5 (node 5): client error" in warnings[3]
+
+
+def test_all_rejected_keeps_the_global_adapter(tmp_path: Path) -> None:
+    co, _ = _coordinator(tmp_path)
+    before = {k: v.copy() for k, v in co.global_state.items()}
+    arrays, _ = FedrecStrategy(co).aggregate_train(1, [_reply(1, "video", None)])
+    assert arrays is None
+    for k, v in before.items():
+        np.testing.assert_array_equal(co.global_state[k], v)
+
+
+def test_ffa_adapter_is_b_only_and_half_the_bytes(tmp_path: Path) -> None:
+    full, _ = initial_adapter(_cfg())
+    b_only, _ = initial_adapter(_cfg("federation.aggregation=ffa"))
+    assert set(b_only) == {k for k in full if "lora_B" in k}
+    assert sum(v.nbytes for v in b_only.values()) * 2 == sum(v.nbytes for v in full.values())
+
+
+def _evals(losses: dict[str, float]) -> list[ClientEvaluation]:
+    return [
+        ClientEvaluation("1", p, {"loss": x, "HR@10": 0.1, "NDCG@10": 0.05, "MRR": 0.04, "users": 10})
+        for p, x in losses.items()
+    ]
+
+
+def test_best_round_checkpoint_and_resume(tmp_path: Path) -> None:
+    co, _ = _coordinator(tmp_path, "eval.loss_weights=uniform")
+    s1 = _perturbed(co.global_state, 1)
+    co.aggregate_train(1, [ClientUpdate("1", "video", s1, 10)])
+    e1 = co.end_round(1, _evals({"video": 3.0, "ecommerce": 5.0, "social": 7.0}), bytes_down=10, seconds=1.0)
+    assert e1["cross_platform_loss"] == pytest.approx(5.0) and co.best_round == 1
+    co.aggregate_train(2, [ClientUpdate("1", "video", _perturbed(co.global_state, 2), 10)])
+    co.end_round(2, _evals({"video": 4.0, "ecommerce": 5.0, "social": 7.0}), bytes_down=10, seconds=1.0)
+    assert co.best_round == 1 and co.round == 2  # worse round: best stays
+    co.end_round(3, _evals({"video": 0.1, "social": 0.1}), bytes_down=10, seconds=1.0)
+    assert co.history[-1]["cross_platform_loss"] is None and co.best_round == 1  # incomplete round never best
+
+    again, logs = _coordinator(tmp_path, "federation.resume=true", "federation.rounds=9")
+    assert again.resume() == 3 and again.best_round == 1 and len(again.history) == 3
+    assert again.run_key == co.run_key and any("resuming after round 3" in m for _, m in logs)
+    for k in s1:
+        np.testing.assert_array_equal(again.best_state[k], s1[k])
+        np.testing.assert_array_equal(again.global_state[k], co.global_state[k])
+
+    other, _ = _coordinator(tmp_path, "federation.resume=true", "federation.aggregation=svd")
+    with pytest.raises(ValueError, match="different aggregation"):
+        other.resume()
+    fresh, _ = _coordinator(tmp_path, "federation.resume=false")
+    assert fresh.resume() == 0
