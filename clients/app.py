@@ -3,17 +3,23 @@
 Which platform a client serves comes from its node config: ``platform='video'`` in
 deployment (``flower-supernode --node-config "platform='video' data-root='...'"``), or
 the partition id in simulation (partition i serves the i-th selected platform). The run's
-resolved fedrec config arrives with every message (``fedrec-config``); node-config keys
-``data-root``, ``cache-dir``, ``state-dir`` and ``threads`` override what is local to the
-node. The task is built once per process and reused; the frozen lower-layer outputs are
-cached on the node's disk (``data.cache_dir``), and the platform-local parameters are
-saved there after every round (``state-dir``, default ``<cache dir>/client_state``).
+resolved fedrec config arrives with every message (``fedrec-config``); what is local to a
+deployed node comes from its node config (``data-root``, ``cache-dir``, ``state-dir``,
+``threads``), else from its environment (``FEDREC_DATA``, ``FEDREC_CACHE``), else
+``./data`` and ``.fedrec_cache`` (relative to the SuperNode's working directory).
+
+The task is built once per process and reused. Flower starts a fresh ClientApp process
+per message in deployment, so what is expensive is cached on the node's disk: the frozen
+lower-layer outputs (``<cache dir>/lower``) and the platform-local parameters after every
+round (``<state dir>/<run key>/<platform>/local-r<round>.pt``, state dir default
+``<cache dir>/client_state``).
 
 Only adapter arrays, the number of training examples and metrics leave the client.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -34,11 +40,11 @@ def platform_client(msg: Message, context: Context) -> PlatformClient:
     cfg = OmegaConf.create(cfg_yaml)
     nc = context.node_config
     names = list(cfg.platforms)
-    if "platform" in nc:  # deployment: one SuperNode per platform
+    if "platform" in nc:  # deployment: one SuperNode per platform; its own paths, never the server's
         platform = str(nc["platform"])
-        cache_dir = str(nc.get("cache-dir", "")) or None
-        state_root = str(nc.get("state-dir", "")) or str(Path(cache_dir or cfg.data.cache_dir) / "client_state")
-        data_root = str(nc.get("data-root", "")) or None
+        cache_dir = str(nc.get("cache-dir", "")) or os.environ.get("FEDREC_CACHE") or ".fedrec_cache"
+        data_root = str(nc.get("data-root", "")) or os.environ.get("FEDREC_DATA") or "./data"
+        state_root = str(nc.get("state-dir", "")) or str(Path(cache_dir) / "client_state")
         threads = int(nc.get("threads", 0)) or None
     else:  # simulation: partition i serves the i-th selected platform
         pid = int(nc["partition-id"])

@@ -43,7 +43,8 @@ def run_hydra(command: str, job: Callable[..., object], argv: list[str]) -> None
     from fedrec.config import register_configs
 
     register_configs()
-    sys.argv = [f"fedrec {command}", f"command={command}", *argv]
+    # command=... goes last: Hydra's argparse takes no positional overrides after a flag such as -m
+    sys.argv = [f"fedrec {command}", *argv, f"command={command}"]
     hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(job)()
 
 

@@ -260,6 +260,11 @@ def validate_privacy(cfg: DictConfig) -> None:
         raise ValueError(f"privacy.budget must be > 0 (or null), got {priv.budget}")
     if priv.batch_size < 0:
         raise ValueError(f"privacy.batch_size must be >= 0, got {priv.batch_size}")
+    if cfg.command == "train" and cfg.mode == "centralized":
+        raise ValueError(
+            "privacy: user-level DP trains each platform on its own users, not a pool of platforms; "
+            "use mode=local (or fedrec simulate)"
+        )
     for name, p in cfg.platforms.items():
         if p.friend_signal:
             raise ValueError(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,9 @@ def write_results(folder: str | Path, name: str, doc: dict[str, Any]) -> Path:
     return write_json(Path(folder) / name, doc)
 
 
-def print_table(title: str, rows: list[tuple[str, str, Mapping[str, float]]], console: Console | None = None) -> None:
+def print_table(
+    title: str, rows: Sequence[tuple[str, str, Mapping[str, float]]], console: Console | None = None
+) -> None:
     """Print ``(platform, model, test metrics)`` rows as a table."""
     table = Table(title=title)
     for col in ("platform", "model", *METRIC_KEYS, "users"):

@@ -54,6 +54,7 @@ def build_examples(data: PlatformData, per_user: int, seed: int = 0) -> Examples
     rng = np.random.default_rng(seed)
     users, targets, hists = [], [], []
     for u, seq in enumerate(data.train):
+        positions: list[int] | range
         if data.sequential:
             positions = range(max(1, len(seq) - per_user), len(seq))
         else:
@@ -122,11 +123,26 @@ class PlatformTask:
         self.data, self.inputs, self.history_ids = data, inputs, history_ids
         self.model = TwoTower(encoder, head, score=score, scale=scale, item_tower=item_tower)
         self.item_tok, self.item_mask = inputs.items(range(data.num_items))
-        kw = dict(cache_dir=cache_dir, backbone_key=backbone_key, progress=progress)
-        self.item_hidden = lower_states(encoder, self.item_tok, self.item_mask, desc=f"{data.name} items", **kw)
+        self.item_hidden = lower_states(
+            encoder,
+            self.item_tok,
+            self.item_mask,
+            cache_dir=cache_dir,
+            backbone_key=backbone_key,
+            desc=f"{data.name} items",
+            progress=progress,
+        )
         self.examples = build_examples(data, examples_per_user, seed)
         self.user_tok, self.user_mask = inputs.users(self.examples.histories, self.examples.users.tolist())
-        self.user_hidden = lower_states(encoder, self.user_tok, self.user_mask, desc=f"{data.name} users", **kw)
+        self.user_hidden = lower_states(
+            encoder,
+            self.user_tok,
+            self.user_mask,
+            cache_dir=cache_dir,
+            backbone_key=backbone_key,
+            desc=f"{data.name} users",
+            progress=progress,
+        )
         self.index: torch.Tensor | None = None
 
     @property

@@ -108,7 +108,7 @@ def client_config(
         out.data.root = data_root
     if cache_dir:
         out.data.cache_dir = cache_dir
-    return out
+    return out  # type: ignore[return-value]  # a DictConfig built from one
 
 
 class PlatformClient:
@@ -138,7 +138,9 @@ class PlatformClient:
         threads: int | None = None,
     ) -> None:
         from fedrec.build import build_encoder, build_task, load_datasets
+        from fedrec.federated.server import check_supported
 
+        check_supported(cfg)
         self.platform = platform
         self.platform_index = list(cfg.platforms).index(platform) if platform in cfg.platforms else -1
         self.cfg = client_config(cfg, platform, data_root, cache_dir)

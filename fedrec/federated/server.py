@@ -77,6 +77,23 @@ class ClientEvaluation:
     metrics: dict[str, float]
 
 
+def check_supported(cfg: DictConfig) -> None:
+    """Refuse settings the federated path does not honour yet (rather than ignoring them).
+
+    Raises
+    ------
+    ValueError
+        With ``privacy.enabled``: the federated clients train with the non-private
+        trainer; user-level DP in federation is not wired in yet.
+    """
+    priv = cfg.get("privacy")
+    if priv is not None and priv.get("enabled", False):
+        raise ValueError(
+            "privacy.enabled=true is not supported by federated training yet (the clients would train without "
+            "DP); use fedrec train mode=local for private training, or privacy=off"
+        )
+
+
 def describe(cfg: DictConfig) -> dict[str, Any]:
     """The settings a checkpoint must share with the run that resumes it."""
     c = OmegaConf.to_container(cfg, resolve=True)
@@ -132,6 +149,7 @@ class Coordinator:
         backbone_bytes: int,
         log: LogFn | None = None,
     ) -> None:
+        check_supported(cfg)
         self.cfg = cfg
         self.fed = cfg.federation
         self.mode = str(self.fed.aggregation)
@@ -412,6 +430,7 @@ def prepare_run_config(cfg: DictConfig, out_dir: str | Path) -> DictConfig:
     run elsewhere); an empty ``federation.checkpoint_dir`` / ``client_state_dir`` becomes
     ``<out_dir>/checkpoint`` / ``<out_dir>/client_state``.
     """
+    check_supported(cfg)
     out_dir = Path(out_dir).resolve()
     c = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     c.data.root = str(Path(c.data.root).expanduser().resolve())
@@ -425,7 +444,7 @@ def prepare_run_config(cfg: DictConfig, out_dir: str | Path) -> DictConfig:
         if fed.client_state_dir
         else str(out_dir / "client_state")
     )
-    return c
+    return c  # type: ignore[return-value]  # a DictConfig built from one
 
 
 class Transport(Protocol):

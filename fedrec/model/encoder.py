@@ -9,6 +9,8 @@ exactly.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
@@ -65,7 +67,7 @@ class LoraEncoder(nn.Module):
         self.split = self.lora_indices[0]
         cfg = LoraConfig(
             r=r,
-            lora_alpha=alpha,
+            lora_alpha=alpha,  # type: ignore[arg-type]  # peft annotates int, accepts float
             lora_dropout=dropout,
             target_modules=list(targets or ["query", "value"]),
             layers_to_transform=self.lora_indices,
@@ -80,7 +82,7 @@ class LoraEncoder(nn.Module):
     @property
     def bert(self) -> BertModel:
         """The underlying (adapter-injected) BertModel."""
-        return self.peft.base_model.model  # type: ignore[no-any-return]
+        return cast(BertModel, self.peft.base_model.model)
 
     def train(self, mode: bool = True) -> LoraEncoder:
         """Set training mode on the adapters only; the frozen backbone stays in eval mode."""

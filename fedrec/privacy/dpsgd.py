@@ -398,8 +398,9 @@ def train_private(
         return PrivateFitResult(num_examples={task.name: 0}, epsilon=ledger.epsilon(), refused=reason, **mech)  # type: ignore[arg-type]
     ledger.charge(plan.noise_multiplier, plan.sample_rate, steps, round_id)
 
-    rng = np.random.default_rng(seed)
-    sampler = UserSampler(task.examples.users, plan.sample_rate, rng=rng, secure=plan.secure_mode)
+    # separate streams: the (public) negatives never depend on how many users were sampled
+    sample_rng, rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    sampler = UserSampler(task.examples.users, plan.sample_rate, rng=sample_rng, secure=plan.secure_mode)
     adapters, local = trainable_parameters([task])
     groups: list[dict[str, Any]] = [{"params": adapters, "lr": lr}]
     if local:

@@ -110,6 +110,12 @@ class EmbeddingGradCollector:
             calls = self.calls[id(p)]
             if not calls:
                 continue
+            if any(ids.shape[0] != batch for ids, _ in calls):
+                raise ValueError(
+                    "a trainable embedding was looked up without a batch dimension (e.g. BERT's position "
+                    "embeddings, opacus#841): its per-sample gradients are undefined; keep the backbone's "
+                    "embeddings frozen"
+                )
             n, d = p.shape
             rows = torch.arange(batch)[:, None]
             keys = torch.cat([(rows * n + ids).reshape(-1) for ids, _ in calls])

@@ -60,10 +60,14 @@ class UserSampler:
         return secure_uniform(n) if self.secure else self.rng.random(n)
 
     def sample(self) -> np.ndarray:
-        """Example rows of one step's batch (possibly empty), one per sampled user, in user order."""
-        chosen = np.flatnonzero(self._uniform(self.num_users) < self.sample_rate)
-        if len(chosen) == 0:
-            return np.zeros(0, dtype=np.int64)
+        """Example rows of one step's batch (possibly empty), one per sampled user, in user order.
+
+        Every user draws its inclusion and its example choice from its own two uniforms
+        (drawn for all users, sampled or not), so one user's draws never depend on whether
+        others were sampled.
+        """
+        u = self._uniform(2 * self.num_users).reshape(2, self.num_users)
+        chosen = np.flatnonzero(u[0] < self.sample_rate)
         counts = self.counts[chosen]
-        offset = np.minimum((self._uniform(len(chosen)) * counts).astype(np.int64), counts - 1)
+        offset = np.minimum((u[1, chosen] * counts).astype(np.int64), counts - 1)
         return self.order[self.starts[chosen] + offset].astype(np.int64)

@@ -8,6 +8,8 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,19 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
             p.wait(timeout=15)
 
 
+def _wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
+    """Wait until the SuperLink answers on its HTTP API."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "flower-superlink exited"
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"the SuperLink did not answer on port {port} within {timeout}s")
+
+
 def test_superlink_and_one_supernode_per_platform(data_root: Path, tmp_path: Path) -> None:
     link_port, *node_ports = _free_ports(1 + len(PLATFORMS))
     env = {
@@ -74,6 +89,7 @@ def test_superlink_and_one_supernode_per_platform(data_root: Path, tmp_path: Pat
             + ["--host", "127.0.0.1", "--port", str(link_port), "--disable-runtime-dependency-installation"],
             tmp_path / "link",
         )
+        _wait_healthy(link_port, procs[0])
         for platform, port in zip(PLATFORMS, node_ports, strict=True):
             node_config = f"platform='{platform}' data-root='{data_root}' cache-dir='{tmp_path / f'cache_{platform}'}'"
             start(

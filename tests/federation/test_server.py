@@ -14,7 +14,13 @@ from omegaconf import DictConfig
 
 from fedrec.config import register_configs, validate
 from fedrec.federated.aggregate import fedavg
-from fedrec.federated.server import ClientEvaluation, ClientUpdate, Coordinator, initial_adapter
+from fedrec.federated.server import (
+    ClientEvaluation,
+    ClientUpdate,
+    Coordinator,
+    initial_adapter,
+    prepare_run_config,
+)
 from server.app import FedrecStrategy
 from tests.conftest import REPO_ROOT
 
@@ -142,3 +148,11 @@ def test_best_round_checkpoint_and_resume(tmp_path: Path) -> None:
         other.resume()
     fresh, _ = _coordinator(tmp_path, "federation.resume=false")
     assert fresh.resume() == 0
+
+
+def test_private_federation_is_refused_not_silently_ignored(tmp_path: Path) -> None:
+    cfg = _cfg("privacy=dp", "command=simulate")
+    with pytest.raises(ValueError, match="privacy.enabled=true is not supported by federated training"):
+        prepare_run_config(cfg, tmp_path)
+    with pytest.raises(ValueError, match="not supported by federated training"):
+        Coordinator(cfg, tmp_path, {}, 0)

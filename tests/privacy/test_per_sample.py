@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedrec.privacy import FP32DPOptimizer, PerSampleGradients
+from fedrec.privacy import EmbeddingGradCollector, FP32DPOptimizer, PerSampleGradients
 from fedrec.task import PlatformTask
 from tests.privacy.conftest import make_task, one_row_per_user, trainable
 
@@ -122,3 +122,47 @@ def test_dp_optimizer_step_is_the_clipped_sum_over_the_expected_batch(tiny_task:
     finally:
         per_sample.close()
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("padding_idx", [None, 0])
+def test_embedding_collector_is_exact_with_repeated_ids(padding_idx: int | None) -> None:
+    """Repeated ids within a row, across lookups, shared ids across rows and a padding row."""
+    torch.manual_seed(0)
+    table = torch.nn.Embedding(7, 3, padding_idx=padding_idx)
+    collector = EmbeddingGradCollector([table])
+    a = torch.tensor([[1, 1, 0], [2, 5, 0], [6, 6, 6]])  # per-row ids, repeats and the padding id
+    b = torch.tensor([[1, 3, 4]]).expand(3, -1)  # the same ids in every row (catalogue negatives)
+    w = torch.randn(3, 6, 3)
+
+    def losses(rows: torch.Tensor) -> torch.Tensor:
+        out = torch.cat([table(a[rows]), table(b[rows])], dim=1)
+        return (out * w[rows]).pow(2).sum((1, 2))
+
+    table.train()
+    reference = []
+    for r in range(3):
+        (g,) = torch.autograd.grad(losses(torch.tensor([r])).sum(), [table.weight])
+        reference.append(g)
+    ref = torch.stack(reference)
+    collector.clear()
+    losses(torch.arange(3)).sum().backward()
+    assert [tuple(ids.shape) for ids, _ in collector.calls[id(table.weight)]] == [(3, 3), (3, 3)]
+    torch.testing.assert_close(collector.dense(table.weight, 3), ref)
+    torch.testing.assert_close(collector.squared_norms(3), ref.pow(2).sum((1, 2)))
+    factor = torch.tensor([0.5, 1.0, 0.25])
+    torch.testing.assert_close(collector.clipped_sum(table.weight, factor), torch.einsum("i,ind->nd", factor, ref))
+    if padding_idx is not None:
+        assert float(ref[:, padding_idx].abs().sum()) == 0.0
+    collector.remove()
+    table(a).sum().backward()
+    assert all(not calls for calls in collector.calls.values())  # hooks are gone
+
+
+def test_a_trainable_embedding_without_batch_dimension_is_refused() -> None:
+    table = torch.nn.Embedding(5, 2)
+    collector = EmbeddingGradCollector([table])
+    table.train()
+    ids = torch.arange(3)[None, :]  # [1, L], broadcast over the batch later (like position ids)
+    (table(ids) * torch.ones(4, 3, 2)).sum().backward()
+    with pytest.raises(ValueError, match="opacus#841"):
+        collector.squared_norms(4)

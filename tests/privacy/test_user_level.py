@@ -87,15 +87,18 @@ def test_config_refuses_dp_with_friend_signal_and_accepts_the_privacy_group() ->
         off = compose("config")
         assert off.privacy.enabled is False
         validate(off)
-        dp = compose("config", overrides=["privacy=dp"])
+        dp = compose("config", overrides=["privacy=dp", "mode=local"])
         assert dp.privacy.enabled and dp.privacy.delta == 1e-5 and dp.privacy.accountant == "rdp"
         validate(dp)
         target = compose("config", overrides=["privacy=target_eps", "privacy.target_epsilon=2"])
         assert target.privacy.budget == 2.0
-        bad = compose("config", overrides=["privacy=dp", "platforms.social.friend_signal=true"])
+        bad = compose("config", overrides=["privacy=dp", "mode=local", "platforms.social.friend_signal=true"])
         with pytest.raises(ValueError, match="friend_signal=true cannot be combined"):
             validate(bad)
         with pytest.raises(ValueError, match="privacy.accountant"):
-            validate(compose("config", overrides=["privacy=dp", "privacy.accountant=gdp"]))
+            validate(compose("config", overrides=["privacy=dp", "mode=local", "privacy.accountant=gdp"]))
+        with pytest.raises(ValueError, match="mode=local"):
+            validate(compose("config", overrides=["privacy=dp", "mode=centralized"]))
+        validate(compose("config", overrides=["privacy=dp", "command=simulate"]))  # federated: per platform
         # friend signal without DP stays allowed
         validate(compose("config", overrides=["platforms.social.friend_signal=true"]))
