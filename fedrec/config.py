@@ -61,7 +61,9 @@ class ModelConfig:
     lora_targets: list[str] = _f(["query", "value"], "Backbone linear modules that get LoRA adapters.")
     lora_layers: int = _f(2, "LoRA on the top N encoder layers (0 = all layers).")
     cache_lower_layers: bool = _f(
-        True, "Compute the frozen layers below the first LoRA layer once and cache them (exact)."
+        True,
+        "Keep the frozen lower layers' outputs on disk under data.cache_dir (they are always computed once per "
+        "text and held in memory; exact).",
     )
     bf16: bool = _f(True, "bf16 autocast for the backbone's matmuls (CPU with AVX512-BF16 or AMX).")
     item_max_tokens: int = _f(32, "Item text truncation, special tokens included.")
