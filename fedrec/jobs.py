@@ -57,7 +57,7 @@ def train_job(cfg: DictConfig) -> dict[str, Any]:
     """``fedrec train``: local (one model per platform) or centralized (pooled) training."""
     from fedrec.build import build_encoder, build_task, load_datasets
     from fedrec.results import cross_platform_loss, print_table, results_document, write_results
-    from fedrec.train import fit
+    from fedrec.train import fit, fit_options
 
     start = time.perf_counter()
     datasets = load_datasets(cfg)
@@ -65,18 +65,7 @@ def train_job(cfg: DictConfig) -> dict[str, Any]:
     initial = encoder.adapter_state()
     tasks = [build_task(cfg, d, encoder, tokenizer) for d in datasets.values()]
     t = cfg.train
-    kw = dict(
-        epochs=t.epochs,
-        batch_size=t.batch_size,
-        lr=t.lr,
-        head_lr=t.head_lr,
-        weight_decay=t.weight_decay,
-        num_negatives=t.num_negatives,
-        index_refresh_steps=t.index_refresh_steps,
-        max_steps=t.max_steps,
-        seed=cfg.seed,
-        progress=t.progress,
-    )
+    kw = dict(epochs=t.epochs, max_steps=t.max_steps, seed=cfg.seed, progress=t.progress, **fit_options(t))
     platforms: dict[str, Any] = {}
     training: dict[str, Any] = {}
     private = bool(cfg.privacy.enabled)  # validate() refuses it with mode=centralized

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,6 +69,19 @@ def schedule(
         out += [epoch[i] for i in order]
     per_epoch = len(out) / max(1, math.ceil(epochs))
     return out[: max(1, round(per_epoch * epochs))]
+
+
+def fit_options(train_cfg: Any) -> dict[str, Any]:
+    """The optimiser and sampling keyword arguments of :func:`fit` taken from a ``train`` config group."""
+    t = train_cfg
+    return {
+        "batch_size": t.batch_size,
+        "lr": t.lr,
+        "head_lr": t.head_lr,
+        "weight_decay": t.weight_decay,
+        "num_negatives": t.num_negatives,
+        "index_refresh_steps": t.index_refresh_steps,
+    }
 
 
 def sample_negatives(num_items: int, k: int, rng: np.random.Generator) -> np.ndarray:

@@ -181,20 +181,15 @@ class PlatformClient:
         ValueError
             If the global adapter does not fit this client's encoder.
         """
-        from fedrec.train import fit
+        from fedrec.train import fit, fit_options
 
         self._load(global_state, server_round - 1)
-        t, fed = self.cfg.train, self.cfg.federation
+        fed = self.cfg.federation
         result = fit(
             [self.task],
             epochs=fed.local_epochs,
-            batch_size=t.batch_size,
-            lr=t.lr,
-            head_lr=t.head_lr,
-            weight_decay=t.weight_decay,
-            num_negatives=t.num_negatives,
-            index_refresh_steps=t.index_refresh_steps,
             max_steps=fed.local_steps,
+            **fit_options(self.cfg.train),
             seed=round_seed(self.cfg.seed, server_round, self.platform_index),
             progress=False,
         )
