@@ -169,6 +169,8 @@ class PlatformTask:
     @torch.no_grad()
     def refresh_index(self, batch_size: int = 512) -> torch.Tensor:
         """Re-encode every catalogue item's text with the current model; returns ``[n_items, d]``."""
+        if self.index is not None and self.model.item_tower == "frozen":
+            return self.index  # items do not use the adapters: the index never goes stale
         was_training = self.model.training
         self.model.eval()
         parts = []
