@@ -68,11 +68,14 @@ def test_history_and_positive_never_count_as_negatives() -> None:
 
 def test_frozen_item_tower_ignores_the_adapters() -> None:
     task = _task(hybrid=False, item_tower="frozen")
-    before = task.refresh_index().clone()
+    first = task.refresh_index()
+    before = first.clone()
     with torch.no_grad():
         for p in task.encoder.parameters():
             if p.requires_grad:
                 p.add_(0.1)
+    assert task.refresh_index() is first  # the static index is reused, not re-encoded
+    task.index = None  # force a real re-encode with the changed adapters
     torch.testing.assert_close(task.refresh_index(), before)  # items: plain backbone
     shared = _task(hybrid=False, item_tower="shared")
     shared.encoder.load_adapter_state(task.encoder.adapter_state())
