@@ -30,7 +30,7 @@ from fedrec.federated.client import PlatformClient, cached_client
 
 app = ClientApp()
 
-EVAL_KEYS = ("loss", "HR@10", "NDCG@10", "MRR")
+EVAL_KEYS = ("loss", "HR@10", "NDCG@10", "MRR", "coverage@10")
 
 
 def platform_client(msg: Message, context: Context) -> PlatformClient:

@@ -74,6 +74,51 @@ def excluded_items(data: PlatformData, user: int, split: str) -> np.ndarray:
     return data.history(user, split)
 
 
+class RankingAccumulator:
+    """Collects ranks, the softmax loss and the top-k lists over batches of users.
+
+    One pass over the scores gives every figure the protocol reports: HR@k, NDCG@k,
+    MRR, the mean full-catalogue softmax loss of the target (candidates = every item
+    not excluded, the target always included) and catalogue coverage@k (the share of
+    the catalogue that appears in at least one user's top-k, excluded items removed).
+
+    Parameters
+    ----------
+    num_items : int
+        Catalogue size (the denominator of coverage).
+    k : int, default 10
+        Cut-off of HR, NDCG and coverage.
+    """
+
+    def __init__(self, num_items: int, k: int = 10) -> None:
+        self.num_items, self.k = num_items, k
+        self.ranks: list[torch.Tensor] = []
+        self.losses: list[torch.Tensor] = []
+        self.shown = torch.zeros(num_items, dtype=torch.bool)
+
+    def add(self, scores: torch.Tensor, targets: torch.Tensor, exclude: Sequence[np.ndarray]) -> None:
+        """Score one batch: ``scores [B, num_items]``, ``targets [B]``, per-row excluded items."""
+        scores = scores if scores.is_floating_point() else scores.double()
+        self.ranks.append(target_ranks(scores, targets, exclude))
+        rows = torch.arange(scores.shape[0])
+        masked = scores.clone()
+        for r, items in enumerate(exclude):
+            if len(items):
+                masked[r, torch.as_tensor(items)] = -math.inf
+        masked[rows, targets] = scores[rows, targets]
+        self.losses.append(torch.logsumexp(masked, 1) - masked[rows, targets])
+        top = masked.topk(min(self.k, self.num_items), dim=1)
+        self.shown[top.indices[torch.isfinite(top.values)]] = True
+
+    def result(self) -> dict[str, float]:
+        """``HR@k``, ``NDCG@k``, ``MRR``, ``users``, ``loss`` and ``coverage@k``."""
+        ranks = torch.cat(self.ranks) if self.ranks else torch.zeros(0)
+        out = metrics_from_ranks(ranks.numpy(), self.k)
+        out["loss"] = float(torch.cat(self.losses).double().mean()) if self.losses else float("nan")
+        out[f"coverage@{self.k}"] = float(self.shown.sum()) / max(1, self.num_items)
+        return out
+
+
 def evaluate_ranking(
     data: PlatformData,
     split: str,
@@ -96,19 +141,24 @@ def evaluate_ranking(
         Users scored per call.
     users : sequence of int, optional
         Subset of users; defaults to all evaluated users.
+
+    Returns
+    -------
+    dict
+        ``HR@10``, ``NDCG@10``, ``MRR``, ``coverage@10`` and ``users`` (see
+        :class:`RankingAccumulator`; the softmax loss is left out: a baseline's scores
+        are not logits).
     """
     users = list(range(data.num_users)) if users is None else list(users)
     targets = data.target(split)
-    ranks = []
+    acc = RankingAccumulator(data.num_items)
     for start in range(0, len(users), batch_size):
         chunk = users[start : start + batch_size]
-        scores = score_fn(chunk, split)
-        ranks.append(
-            target_ranks(
-                scores,
-                torch.as_tensor(targets[chunk]),
-                [excluded_items(data, u, split) for u in chunk],
-            )
+        acc.add(
+            score_fn(chunk, split),
+            torch.as_tensor(targets[chunk]),
+            [excluded_items(data, u, split) for u in chunk],
         )
-    all_ranks = torch.cat(ranks) if ranks else torch.zeros(0)
-    return metrics_from_ranks(all_ranks.numpy())
+    out = acc.result()
+    del out["loss"]
+    return out

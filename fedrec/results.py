@@ -13,6 +13,7 @@ from rich.table import Table
 from fedrec.io import write_json
 
 METRIC_KEYS = ("HR@10", "NDCG@10", "MRR")
+EXTRA_KEYS = ("coverage@10",)
 
 
 def cross_platform_loss(losses: Mapping[str, float], users: Mapping[str, int], weights: str = "uniform") -> float:
@@ -59,10 +60,12 @@ def write_results(folder: str | Path, name: str, doc: dict[str, Any]) -> Path:
 def print_table(
     title: str, rows: Sequence[tuple[str, str, Mapping[str, float]]], console: Console | None = None
 ) -> None:
-    """Print ``(platform, model, test metrics)`` rows as a table."""
+    """Print ``(platform, model, test metrics)`` rows as a table (coverage@10 when the rows have it)."""
+    extra = [k for k in EXTRA_KEYS if any(k in m for _, _, m in rows)]
     table = Table(title=title)
-    for col in ("platform", "model", *METRIC_KEYS, "users"):
+    for col in ("platform", "model", *METRIC_KEYS, *extra, "users"):
         table.add_column(col, justify="right" if col not in ("platform", "model") else "left")
     for platform, model, m in rows:
-        table.add_row(platform, model, *(f"{m[k]:.4f}" for k in METRIC_KEYS), str(m.get("users", "")))
+        cells = [f"{m[k]:.4f}" if k in m else "" for k in (*METRIC_KEYS, *extra)]
+        table.add_row(platform, model, *cells, str(m.get("users", "")))
     (console or Console()).print(table)

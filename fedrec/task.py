@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from fedrec.data.types import PlatformData
-from fedrec.evaluate import metrics_from_ranks, target_ranks
+from fedrec.evaluate import RankingAccumulator
 from fedrec.model.backbone import autocast, batches
 from fedrec.model.encoder import LoraEncoder
 from fedrec.model.inputs import TextInputs, pad
@@ -144,6 +144,8 @@ class PlatformTask:
             progress=progress,
         )
         self.index: torch.Tensor | None = None
+        self.cache_dir, self.backbone_key, self.progress = cache_dir, backbone_key, progress
+        self._eval_states: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def name(self) -> str:
@@ -217,13 +219,38 @@ class PlatformTask:
         hist_ids, hist_mask = recent_ids(histories, self.history_ids)
         return self.model.user_vectors(hidden, mask, hist_ids, hist_mask)
 
+    def eval_states(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mask, lower-layer states)`` of every user's text on ``split``, computed once.
+
+        The frozen lower layers of the evaluation user texts (history up to the split)
+        are cached like the training ones (in memory, and on disk with a cache dir), so
+        a round's evaluation runs only the adapted upper layers.
+        """
+        if split not in self._eval_states:
+            users = list(range(self.data.num_users))
+            tok, mask = self.inputs.users([self.data.history(u, split) for u in users], users)
+            hidden = lower_states(
+                self.encoder,
+                tok,
+                mask,
+                cache_dir=self.cache_dir,
+                backbone_key=self.backbone_key,
+                desc=f"{self.data.name} {split} users",
+                progress=self.progress,
+            )
+            self._eval_states[split] = (mask, hidden)
+        return self._eval_states[split]
+
     @torch.no_grad()
     def score_users(self, users: Sequence[int], split: str) -> torch.Tensor:
         """Scores ``[len(users), n_items]`` for ``split`` (refreshes the index if needed)."""
         if self.index is None:
             self.refresh_index()
         assert self.index is not None
-        u_text, u_id = self.user_vectors([self.data.history(x, split) for x in users], users)
+        mask, hidden = self.eval_states(split)
+        rows = torch.as_tensor(list(users), dtype=torch.long)
+        hist_ids, hist_mask = recent_ids([self.data.history(x, split) for x in users], self.history_ids)
+        u_text, u_id = self.model.user_vectors(hidden[rows], mask[rows], hist_ids, hist_mask)
         return self.model.scores(u_text, u_id, self.index)
 
     @torch.no_grad()
@@ -251,19 +278,10 @@ class PlatformTask:
             self.refresh_index()
         users = list(range(self.data.num_users)) if users is None else list(users)
         targets = self.data.target(split)
-        ranks, losses = [], []
+        acc = RankingAccumulator(self.data.num_items)
         with autocast(False):
             for start in range(0, len(users), batch_size):
                 chunk = users[start : start + batch_size]
-                scores = self.score_users(chunk, split)
-                tgt = torch.as_tensor(targets[chunk])
                 excl = [self.data.history(u, split) for u in chunk]
-                ranks.append(target_ranks(scores, tgt, excl))
-                masked = scores.clone()
-                for r, items in enumerate(excl):
-                    masked[r, torch.as_tensor(items)] = -torch.inf
-                masked[torch.arange(len(chunk)), tgt] = scores[torch.arange(len(chunk)), tgt]
-                losses.append(torch.logsumexp(masked, 1) - masked[torch.arange(len(chunk)), tgt])
-        out = metrics_from_ranks(torch.cat(ranks).numpy())
-        out["loss"] = float(torch.cat(losses).mean())
-        return out
+                acc.add(self.score_users(chunk, split), torch.as_tensor(targets[chunk]), excl)
+        return acc.result()

@@ -123,7 +123,7 @@ def test_run_baselines_tiny_shape_and_precomputed_vectors() -> None:
     assert set(got["tiny"]) == {"mostpop", "itemknn", "frozen_text"}
     for per_split in got["tiny"].values():
         assert set(per_split) == {"valid", "test"}
-        assert set(per_split["test"]) == {"HR@10", "NDCG@10", "MRR", "users"}
+        assert set(per_split["test"]) == {"HR@10", "NDCG@10", "MRR", "coverage@10", "users"}
         assert per_split["test"]["users"] == 5
     with pytest.raises(ValueError, match="unknown baseline"):
         run_baselines({"tiny": data}, models=["bpr"], progress=False)

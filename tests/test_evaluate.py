@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fedrec.data import PlatformData
-from fedrec.evaluate import evaluate_ranking, metrics_from_ranks, target_ranks
+from fedrec.evaluate import RankingAccumulator, evaluate_ranking, metrics_from_ranks, target_ranks
 
 N_ITEMS = 13
 
@@ -93,7 +93,32 @@ def test_evaluate_ranking_by_hand(split: str, batch_size: int) -> None:
 
 def test_evaluate_ranking_user_subset() -> None:
     got = evaluate_ranking(_platform(), "test", _score_fn, users=[2])
-    assert got == {"HR@10": 1.0, "NDCG@10": pytest.approx(1 / math.log2(11)), "MRR": pytest.approx(0.1), "users": 1}
+    # u2's top-10 on test: every one of the 10 non-excluded items (of 13)
+    assert got == {
+        "HR@10": 1.0,
+        "NDCG@10": pytest.approx(1 / math.log2(11)),
+        "MRR": pytest.approx(0.1),
+        "coverage@10": pytest.approx(10 / 13),
+        "users": 1,
+    }
+
+
+def test_accumulator_loss_and_coverage_by_hand() -> None:
+    acc = RankingAccumulator(num_items=4, k=2)
+    # row 1: item 0 excluded -> candidates 1 (target), 2, 3; top-2 {1, 2}
+    # row 2: item 2 excluded -> candidates 0, 1, 3 (target); top-2 {3, 0}
+    acc.add(
+        torch.tensor([[3.0, 2.0, 1.0, 0.0], [0.5, 0.0, 5.0, 1.0]]), torch.tensor([1, 3]), [np.array([0]), np.array([2])]
+    )
+    got = acc.result()
+    loss1 = math.log(math.exp(2) + math.exp(1) + 1) - 2
+    loss2 = math.log(math.exp(0.5) + 1 + math.exp(1)) - 1
+    assert got["loss"] == pytest.approx((loss1 + loss2) / 2, rel=1e-6)
+    assert got["coverage@2"] == 1.0
+    assert got["HR@2"] == 1.0 and got["MRR"] == 1.0
+    one = RankingAccumulator(num_items=4, k=2)
+    one.add(torch.tensor([[3.0, 2.0, 1.0, 0.0]]), torch.tensor([1]), [np.array([0])])
+    assert one.result()["coverage@2"] == 0.5
 
 
 def test_valid_item_is_excluded_only_for_test() -> None:

@@ -45,3 +45,17 @@ def test_training_improves_validation_on_a_learnable_platform() -> None:
     after = task.evaluate("valid")
     assert after["loss"] < before["loss"] - 0.3
     assert after["NDCG@10"] > before["NDCG@10"]
+
+
+def test_cached_evaluation_states_score_like_a_full_forward(tmp_path) -> None:
+    """Evaluation reads the lower layers of the split's user texts from a cache: same scores as raw texts."""
+    task = _task(lora_layers=1)
+    fit([task], epochs=1, batch_size=8, num_negatives=-1, progress=False)  # non-zero adapter and head
+    task.cache_dir = str(tmp_path)
+    users = [0, 5, 17, 47]
+    for split in ("valid", "test"):
+        cached = task.score_users(users, split)
+        u_text, u_id = task.user_vectors([task.data.history(u, split) for u in users], users)
+        raw = task.model.scores(u_text, u_id, task.index)
+        torch.testing.assert_close(cached, raw, rtol=1e-5, atol=1e-5)
+    assert len(list(tmp_path.glob("lower-*.pt"))) == 2  # one disk cache per split
