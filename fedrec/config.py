@@ -122,7 +122,9 @@ class FederationConfig:
     min_clients: int = _f(
         0, "Minimum clients to wait for and sample each round (0 = the number of selected platforms)."
     )
-    local_epochs: float = _f(1.0, "Local passes over a client's training examples per round (fractions allowed).")
+    local_epochs: float = _f(
+        0.2, "Local passes over a client's training examples per round (fractions allowed; 5 x 0.2 = one epoch)."
+    )
     local_steps: int = _f(-1, "Cap on a client's optimizer steps per round (-1 = no cap).")
     aggregation: str = _f(
         "fedavg",
@@ -139,6 +141,15 @@ class FederationConfig:
     client_cpus: float = _f(1.0, "CPUs the simulation engine reserves per client; also the client's torch threads.")
     eval_max_users: int = _f(-1, "Validation users scored per client each round (-1 = all; the first N users).")
     round_timeout: float = _f(3600.0, "Seconds the server waits for the clients' replies in a round.")
+    compare_local: bool = _f(
+        True,
+        "fedrec simulate: afterwards train each platform's local-only model with the same local compute as its "
+        "client (steps over all rounds) and score every local adapter on every platform (the transfer matrix).",
+    )
+    compare_baselines: list[str] = _f(
+        ["mostpop", "itemknn"],
+        "fedrec simulate: protocol baselines scored beside the joint model ([] = none).",
+    )
 
 
 @dataclass
@@ -236,6 +247,11 @@ def validate(cfg: DictConfig) -> None:
         raise ValueError(
             "federation.min_clients must be >= 0, federation.checkpoint_every >= 1 and federation.client_cpus > 0"
         )
+    known = ("mostpop", "itemknn", "frozen_text")
+    for key in ("baselines", "federation.compare_baselines"):
+        bad = [m for m in OmegaConf.select(cfg, key) or [] if m not in known]
+        if bad:
+            raise ValueError(f"config key {key} has unknown models {bad}; known: {list(known)}")
     validate_privacy(cfg)
 
 

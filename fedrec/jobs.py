@@ -158,10 +158,16 @@ def app_dir() -> Path:
 
 @cli_job
 def simulate_job(cfg: DictConfig) -> dict[str, Any]:
-    """``fedrec simulate``: the selected platforms federated through Flower's simulation engine."""
-    from fedrec.federated.server import summary_rows
+    """``fedrec simulate``: the platforms federated through Flower's simulation engine, then compared.
+
+    After the rounds (``server.simulation.simulate``), with ``federation.compare_local``
+    each platform's local-only model is trained with the same local compute and the
+    transfer matrix is scored; ``federation.compare_baselines`` are scored too. The
+    final table shows, per platform, the joint model next to local-only and the
+    baselines; everything goes into ``results.json`` (``comparison``).
+    """
+    from fedrec.federated.compare import baselines, client_steps, local_only
     from fedrec.io import write_json
-    from fedrec.results import print_table
 
     start = time.perf_counter()
     folder = str(app_dir())
@@ -171,13 +177,58 @@ def simulate_job(cfg: DictConfig) -> dict[str, Any]:
 
     out = output_dir()
     doc = simulate(cfg, out)
+    fed_seconds = time.perf_counter() - start
+    comparison: dict[str, Any] = {}
+    if cfg.federation.compare_local:
+        t0 = time.perf_counter()
+        log.info("local-only models at the same local compute as the clients, and the transfer matrix")
+        steps = client_steps(doc["federation"]["history"])
+        comparison["local_only"] = local_only(cfg, steps, progress=cfg.train.progress)
+        comparison["local_only"]["seconds"] = round(time.perf_counter() - t0, 2)
+    if cfg.federation.compare_baselines:
+        t0 = time.perf_counter()
+        comparison["baselines"] = baselines(cfg, list(cfg.federation.compare_baselines))
+        comparison["baselines_seconds"] = round(time.perf_counter() - t0, 2)
+    doc["comparison"] = comparison
+    doc["federation"]["simulation_seconds"] = round(fed_seconds, 2)
     doc["federation"]["invocation_seconds"] = round(time.perf_counter() - start, 2)
     path = write_json(out / cfg.output, doc)
-    fed = doc["federation"]
-    print_table(
-        f"fedrec simulate ({fed['aggregation']}, {fed['rounds']} rounds): test with the best round's adapter "
-        f"(cross-platform loss {doc['cross_platform_loss']})",
-        summary_rows(doc),
-    )
+    print_simulation(doc)
     print(f"results: {path}")
     return doc
+
+
+def print_simulation(doc: dict[str, Any]) -> None:
+    """The final tables of ``fedrec simulate``: per-platform test metrics of every model, transfer matrix."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from fedrec.federated.compare import transfer_rows
+    from fedrec.federated.server import summary_rows
+    from fedrec.results import print_table
+
+    fed = doc["federation"]
+    comp = doc.get("comparison", {})
+    local = comp.get("local_only", {}).get("models", {})
+    base = comp.get("baselines", {})
+    rows = []
+    for platform, label, metrics in summary_rows(doc):
+        rows.append((platform, label, metrics))
+        if platform in local:
+            rows.append((platform, f"local-only ({local[platform]['steps']} steps)", local[platform]["test"]))
+        for model, m in base.get(platform, {}).items():
+            rows.append((platform, model, m))
+    print_table(
+        f"fedrec simulate ({fed['aggregation']}, {fed['rounds']} rounds): test, joint model = best round's adapter "
+        f"(cross-platform loss {doc['cross_platform_loss']:.4f})",
+        rows,
+    )
+    if "local_only" in comp:
+        tr = comp["local_only"]["transfer"]
+        table = Table(title="transfer: test NDCG@10 of each adapter (row) on each platform (column)")
+        table.add_column("adapter", justify="left")
+        for p in tr["platforms"]:
+            table.add_column(p, justify="right")
+        for row in transfer_rows(doc):
+            table.add_row(*row)
+        Console().print(table)

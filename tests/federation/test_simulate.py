@@ -114,6 +114,26 @@ def test_simulate_writes_results_json(resumed: tuple[Path, int, str, str]) -> No
     assert (out / "flwr_home").is_dir() and (out / "fedrec_config.yaml").is_file()
 
 
+def test_simulate_compares_with_local_only_and_baselines(resumed: tuple[Path, int, str, str]) -> None:
+    """Local-only models get the clients' local compute (all rounds, also the resumed ones); the
+    transfer matrix's diagonal is the local-only model; the baselines are scored beside."""
+    out, _, stdout, _ = resumed
+    doc = json.loads((out / "results.json").read_text())
+    comp = doc["comparison"]
+    local = comp["local_only"]["models"]
+    for p in ("video", "ecommerce"):
+        assert local[p]["steps"] == 3 * ROUNDS  # federation.local_steps=3 in each of the rounds
+        transfer = comp["local_only"]["transfer"]["metrics"]
+        assert transfer[p][p] == local[p]["test"]
+        other = "ecommerce" if p == "video" else "video"
+        assert transfer[other][p]["users"] == local[p]["test"]["users"]
+        assert transfer[other][p] != transfer[p][p]  # another adapter scores differently
+        assert set(comp["baselines"][p]) == {"mostpop", "itemknn"}
+        assert 0.0 < comp["baselines"][p]["itemknn"]["coverage@10"] <= 1.0
+        assert 0.0 < doc["platforms"][p]["test"]["coverage@10"] <= 1.0
+    assert "local-only" in stdout and "itemknn" in stdout and "transfer" in stdout
+
+
 def test_resume_after_kill_equals_an_uninterrupted_run(resumed: tuple[Path, int, str, str], tmp_path: Path) -> None:
     """The killed-and-resumed Flower run ends where an uninterrupted run (in-process, same seed) ends."""
     out, killed_at, _, stderr = resumed
