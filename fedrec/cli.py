@@ -13,13 +13,15 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-HYDRA_COMMANDS = ("train", "baselines", "simulate")
+HYDRA_COMMANDS = ("train", "baselines", "simulate", "export", "recommend")
 USAGE = """usage: fedrec <command> [options]
 
 commands:
   train      [overrides]   train (mode=local: one model per platform; mode=centralized: pooled)
   baselines  [overrides]   MostPop, ItemKNN and frozen-text baselines under the protocol
   simulate   [overrides]   federated training (Flower simulation, one client per platform)
+  export     [run_dir=...] the joint model of a simulate run (merged HF model + item indexes)
+  recommend  platform=video user=42 [k=10 mmr_lambda=1.0 joint_model=...]   top-k unseen items
   data download [--root DIR] [--platform NAME ...]   fetch the datasets (needs internet)
   data verify   [--root DIR]                          check the datasets' sha256 sums
 

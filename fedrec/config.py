@@ -150,6 +150,9 @@ class FederationConfig:
         ["mostpop", "itemknn"],
         "fedrec simulate: protocol baselines scored beside the joint model ([] = none).",
     )
+    export_joint_model: bool = _f(
+        True, "fedrec simulate: write the joint model (merged backbone + item indexes) to <run dir>/joint_model."
+    )
 
 
 @dataclass
@@ -199,6 +202,22 @@ class FedrecConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     baselines: list[str] = _f(["mostpop", "itemknn", "frozen_text"], "Models run by `fedrec baselines`.")
     output: str = _f("results.json", "Results file name, written into the Hydra run directory.")
+    run_dir: str = _f(
+        "", "fedrec export: the fedrec simulate run directory to export ('' = the newest outputs/simulate/*)."
+    )
+    adapter: str = _f(
+        "best", "fedrec export: 'best' (the best round's adapter by cross-platform loss) or 'global' (last)."
+    )
+    joint_model: str = _f(
+        "",
+        "fedrec export: where to write the joint model ('' = <run_dir>/joint_model); fedrec recommend: which "
+        "joint model to load ('' = the newest outputs/simulate/*/joint_model).",
+    )
+    user: str = _f("", "fedrec recommend: the user's id as in the platform's data files.")
+    k: int = _f(10, "fedrec recommend: number of items to recommend.")
+    mmr_lambda: float = _f(
+        1.0, "fedrec recommend: 1 = rank by score; lower re-ranks the top 100 for diversity (MMR, in [0, 1])."
+    )
 
 
 CHOICES = {
@@ -208,6 +227,7 @@ CHOICES = {
     "eval.loss_weights": ("uniform", "users"),
     "federation.aggregation": ("fedavg", "ffa", "svd"),
     "privacy.accountant": ("rdp", "prv"),
+    "adapter": ("best", "global"),
 }
 
 
@@ -252,6 +272,8 @@ def validate(cfg: DictConfig) -> None:
         bad = [m for m in OmegaConf.select(cfg, key) or [] if m not in known]
         if bad:
             raise ValueError(f"config key {key} has unknown models {bad}; known: {list(known)}")
+    if not 0.0 <= cfg.mmr_lambda <= 1.0 or cfg.k < 1:
+        raise ValueError(f"mmr_lambda must be in [0, 1] and k >= 1, got mmr_lambda={cfg.mmr_lambda}, k={cfg.k}")
     validate_privacy(cfg)
 
 

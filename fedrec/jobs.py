@@ -190,6 +190,12 @@ def simulate_job(cfg: DictConfig) -> dict[str, Any]:
         comparison["baselines"] = baselines(cfg, list(cfg.federation.compare_baselines))
         comparison["baselines_seconds"] = round(time.perf_counter() - t0, 2)
     doc["comparison"] = comparison
+    if cfg.federation.export_joint_model:
+        from fedrec.joint import export_run
+
+        t0 = time.perf_counter()
+        write_json(out / cfg.output, doc)
+        doc["joint_model"] = {"path": str(export_run(out)), "seconds": round(time.perf_counter() - t0, 2)}
     doc["federation"]["simulation_seconds"] = round(fed_seconds, 2)
     doc["federation"]["invocation_seconds"] = round(time.perf_counter() - start, 2)
     path = write_json(out / cfg.output, doc)
@@ -232,3 +238,65 @@ def print_simulation(doc: dict[str, Any]) -> None:
         for row in transfer_rows(doc):
             table.add_row(*row)
         Console().print(table)
+
+
+def newest(pattern: str) -> Path | None:
+    """The most recently modified path matching ``pattern`` (relative to the working directory)."""
+    found = sorted(Path().glob(pattern), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+@cli_job
+def export_job(cfg: DictConfig) -> dict[str, Any]:
+    """``fedrec export``: the joint model of a ``fedrec simulate`` run (merged backbone + item indexes)."""
+    from fedrec.joint import export_run
+
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else newest("outputs/simulate/*/results.json")
+    if run_dir is None:
+        raise ValueError("no run_dir given and no outputs/simulate/*/results.json here; run fedrec simulate first")
+    if run_dir.name == "results.json":
+        run_dir = run_dir.parent
+    folder = export_run(run_dir, cfg.joint_model or None, cfg.adapter)
+    print(f"joint model of {run_dir} ({cfg.adapter} adapter): {folder}")
+    return {"joint_model": str(folder)}
+
+
+@cli_job
+def recommend_job(cfg: DictConfig) -> dict[str, Any]:
+    """``fedrec recommend platform=<name> user=<id>``: top-k unseen items for one of the platform's users."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from fedrec.build import load_datasets
+    from fedrec.joint import Recommender
+
+    if len(cfg.platforms) != 1:
+        raise ValueError(f"fedrec recommend needs one platform (platform=<name>), got {list(cfg.platforms)}")
+    if not cfg.user:
+        raise ValueError("fedrec recommend needs a user: user=<id as in the platform's data>")
+    folder = Path(cfg.joint_model) if cfg.joint_model else newest("outputs/simulate/*/joint_model/fedrec.json")
+    if folder is None:
+        raise ValueError("no joint_model given and none under outputs/simulate/*/joint_model; run fedrec simulate")
+    if folder.name == "fedrec.json":
+        folder = folder.parent
+    name = next(iter(cfg.platforms))
+    rec = Recommender.load(folder)
+    if name not in rec.platforms:
+        raise ValueError(f"platform {name!r} is not in the joint model {folder} (it has {rec.platforms})")
+    data = load_datasets(cfg)[name]
+    users = {str(u): i for i, u in enumerate(data.user_ids)}
+    if str(cfg.user) not in users:
+        raise ValueError(f"user {cfg.user!r} is not in platform {name!r}'s data ({data.num_users} users)")
+    u = users[str(cfg.user)]
+    seen = np.append(data.history(u, "test"), data.target("test")[u])  # everything the user interacted with
+    positions = rec.item_positions(name, [data.item_ids[i] for i in seen])
+    top = rec.recommend_items(name, positions, k=cfg.k, mmr_lambda=cfg.mmr_lambda)
+    table = Table(
+        title=f"{name}: top {cfg.k} for user {cfg.user} ({len(seen)} items seen; mmr_lambda={cfg.mmr_lambda})"
+    )
+    for col in ("#", "item", "score", "text"):
+        table.add_column(col, justify="right" if col in ("#", "score") else "left")
+    for rank, r in enumerate(top, 1):
+        table.add_row(str(rank), r.item_id, f"{r.score:.3f}", r.text)
+    Console().print(table)
+    return {"platform": name, "user": str(cfg.user), "items": [r.item_id for r in top]}

@@ -29,6 +29,34 @@ def pad(rows: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, t
     return ids, mask
 
 
+def user_text_tokens(history_tokens: Sequence[Sequence[int]], budget: int, cls: int, sep: int) -> list[int]:
+    """Token ids of a user text: ``[CLS]``, the history items most recent first, ``[SEP]`` after each.
+
+    Parameters
+    ----------
+    history_tokens : sequence of token-id lists
+        Each history item's (already truncated) tokens, oldest first.
+    budget : int
+        Total length, special tokens included (the text is cut there and closed with ``[SEP]``).
+    cls, sep : int
+        The tokenizer's special token ids.
+    """
+    toks = [cls]
+    for item in reversed(history_tokens):
+        if len(toks) >= budget:
+            break
+        toks += [*item, sep]
+    toks = toks[:budget]
+    if toks[-1] != sep:
+        toks.append(sep)
+    return toks
+
+
+def item_text_tokens(tokens: Sequence[int], max_tokens: int, cls: int, sep: int) -> list[int]:
+    """``[CLS] tokens[: max_tokens - 2] [SEP]``: an item text of at most ``max_tokens`` ids."""
+    return [cls, *tokens[: max_tokens - 2], sep]
+
+
 class TextInputs:
     """Tokenised catalogue of one platform and the user-text builder.
 
@@ -67,7 +95,7 @@ class TextInputs:
         self.cls, self.sep = int(tokenizer.cls_token_id), int(tokenizer.sep_token_id)
         self.pad_id = int(tokenizer.pad_token_id or 0)
         raw = tokenizer(list(data.item_texts), add_special_tokens=False, truncation=False)["input_ids"]
-        self.item_tokens = [[self.cls, *r[: item_max_tokens - 2], self.sep] for r in raw]
+        self.item_tokens = [item_text_tokens(r, item_max_tokens, self.cls, self.sep) for r in raw]
         self.hist_tokens = [r[:user_item_tokens] for r in raw]
         self.user_max_tokens = user_max_tokens
         self.friend_tokens = friend_tokens if friend_signal else 0
@@ -92,14 +120,7 @@ class TextInputs:
     def user_tokens(self, history: np.ndarray, user: int | None = None) -> list[int]:
         """Token ids of one user text built from ``history`` (oldest first)."""
         budget = self.user_max_tokens - 1 - self.friend_tokens
-        toks = [self.cls]
-        for item in history[::-1]:
-            if len(toks) >= budget:
-                break
-            toks += self.hist_tokens[int(item)] + [self.sep]
-        toks = toks[:budget]
-        if toks[-1] != self.sep:
-            toks.append(self.sep)
+        toks = user_text_tokens([self.hist_tokens[int(i)] for i in history], budget, self.cls, self.sep)
         if self.friend_tokens and user is not None:
             toks += self.friend_segment.get(user, [])
         return toks
