@@ -19,6 +19,7 @@ Only adapter arrays, the number of training examples and metrics leave the clien
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -62,26 +63,41 @@ def arrays_in(msg: Message) -> dict:
     return {k: v.numpy() for k, v in msg.content["arrays"].items()}
 
 
+LEDGER_KEY = "privacy-ledger"
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Train locally from the global adapter; reply with the adapter, examples and train loss."""
+    """Train locally from the global adapter; reply with the adapter, examples and train loss.
+
+    Under DP the reply also carries the platform's cumulative epsilon and mechanism; a
+    client whose budget would be exceeded replies without arrays and with ``refused``
+    in its info record. The privacy ledger lives on the node's disk (atomic writes) and
+    is mirrored in ``context.state`` (restored from there if the disk copy is behind).
+    """
     client = platform_client(msg, context)
+    if LEDGER_KEY in context.state:
+        client.restore_ledger(json.loads(str(context.state[LEDGER_KEY]["json"])))
     out = client.train(arrays_in(msg), int(msg.content["config"]["server-round"]))
-    content = RecordDict(
-        {
-            "arrays": ArrayRecord({k: Array(v) for k, v in out.state.items()}),
-            "metrics": MetricRecord(
-                {
-                    "num-examples": out.num_examples,
-                    "train-loss": out.loss,
-                    "steps": out.steps,
-                    "train-seconds": out.seconds,
-                }
-            ),
-            "info": ConfigRecord({"platform": client.platform}),
-        }
-    )
-    return Message(content, reply_to=msg)
+    if out.ledger is not None:
+        context.state[LEDGER_KEY] = ConfigRecord({"json": json.dumps(out.ledger)})
+    metrics = {
+        "num-examples": out.num_examples,
+        "train-loss": out.loss,
+        "steps": out.steps,
+        "train-seconds": out.seconds,
+    }
+    metrics.update(out.metrics)
+    info: dict[str, str] = {"platform": client.platform}
+    if client.cfg.privacy.enabled:
+        info["accountant"] = str(client.cfg.privacy.accountant)
+    records: dict = {"metrics": MetricRecord(metrics), "info": ConfigRecord(info)}
+    if out.refused is not None:
+        info["refused"] = out.refused
+        records["info"] = ConfigRecord(info)
+    else:
+        records["arrays"] = ArrayRecord({k: Array(v) for k, v in out.state.items()})
+    return Message(RecordDict(records), reply_to=msg)
 
 
 @app.evaluate()

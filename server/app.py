@@ -57,6 +57,11 @@ def reply_to_update(msg: Message) -> ClientUpdate:
         return ClientUpdate(node, _platform(msg), None, 0, problem=f"client error: {msg.error.reason}")
     content = msg.content
     platform = _platform(msg)
+    info = content.config_records.get("info")
+    if info is not None and "refused" in info:  # the client declined to train (its privacy budget)
+        metrics = dict(next(iter(content.metric_records.values()))) if content.metric_records else {}
+        nums = {k.replace("-", "_"): float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        return ClientUpdate(node, platform, None, 0, nums, refused=str(info["refused"]))
     if len(content.array_records) != 1 or len(content.metric_records) != 1:
         return ClientUpdate(node, platform, None, 0, problem="expected exactly one ArrayRecord and one MetricRecord")
     record = next(iter(content.array_records.values()))

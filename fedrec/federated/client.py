@@ -88,6 +88,8 @@ class TrainOutcome:
     steps: int
     seconds: float
     metrics: dict[str, float] = field(default_factory=dict)
+    refused: str | None = None
+    ledger: dict | None = None
 
 
 def client_config(
@@ -184,6 +186,8 @@ class PlatformClient:
         from fedrec.train import fit, fit_options
 
         self._load(global_state, server_round - 1)
+        if self.cfg.privacy.enabled:
+            return self._train_private(server_round)
         fed = self.cfg.federation
         result = fit(
             [self.task],
@@ -200,6 +204,63 @@ class PlatformClient:
             loss=float(result.loss.get(self.platform, float("nan"))),
             steps=result.steps,
             seconds=result.seconds,
+        )
+
+    @property
+    def ledger_path(self) -> Path:
+        """The platform's privacy ledger on this client's disk (one per run)."""
+        return self.store.folder / "privacy_ledger.json"
+
+    def restore_ledger(self, state: dict | None) -> None:
+        """Restore the privacy ledger from a copy kept elsewhere (Flower's ``Context.state``).
+
+        The copy on disk is the source of truth; a copy that has charged more steps than
+        the disk's (e.g. a wiped state folder) replaces it, so epsilon is never under-counted.
+        """
+        from fedrec.privacy import ledger_from_config
+
+        if not state or not self.cfg.privacy.enabled:
+            return
+        disk = ledger_from_config(self.cfg, self.ledger_path)
+        other = ledger_from_config(self.cfg)
+        other.load_state_dict(state)
+        if other.steps > disk.steps:
+            other.save(self.ledger_path)
+            log.warning("client %s: privacy ledger restored from the run state (%d steps)", self.platform, other.steps)
+
+    def _train_private(self, server_round: int) -> TrainOutcome:
+        """One round of user-level DP-SGD, charged to the platform's ledger (refused over budget).
+
+        A round re-run after a crash (``federation.resume``) is charged again: its first
+        run's adapter may have been sent, so nothing is ever taken off the ledger.
+        """
+        from fedrec.privacy import ledger_from_config, train_private_from_config
+
+        ledger = ledger_from_config(self.cfg, self.ledger_path)
+        result = train_private_from_config(
+            self.task,
+            self.cfg,
+            ledger,
+            federated=True,
+            seed=round_seed(self.cfg.seed, server_round, self.platform_index),
+            round_id=server_round,
+        )
+        public = result.public_metrics()
+        metrics = {k: float(v) for k, v in public.items() if isinstance(v, int | float) and k != "num-examples"}
+        if result.refused:
+            log.warning("client %s refuses round %d: %s", self.platform, server_round, result.refused)
+            return TrainOutcome(
+                {}, 0, float("nan"), 0, 0.0, metrics, refused=result.refused, ledger=ledger.state_dict()
+            )
+        self.store.save(server_round, self.task.local_state())
+        return TrainOutcome(
+            state=to_numpy(self.encoder.adapter_state()),
+            num_examples=int(public["num-examples"]),
+            loss=float(result.loss.get(self.platform, float("nan"))),
+            steps=result.steps,
+            seconds=result.seconds,
+            metrics=metrics,
+            ledger=ledger.state_dict(),
         )
 
     def evaluate(

@@ -43,7 +43,10 @@ class LocalTransport:
         updates = []
         for p in co.platforms:
             out = self._client(p, co.run_key).train(co.global_state, server_round)
-            metrics = {"train_loss": out.loss, "steps": float(out.steps), "train_seconds": out.seconds}
+            metrics = {"train_loss": out.loss, "steps": float(out.steps), "train_seconds": out.seconds, **out.metrics}
+            if out.refused is not None:
+                updates.append(ClientUpdate("local", p, None, 0, metrics, refused=out.refused))
+                continue
             updates.append(ClientUpdate("local", p, out.state, out.num_examples, metrics, state_nbytes(out.state)))
         co.aggregate_train(server_round, updates)
         return state_nbytes(co.global_state)

@@ -66,6 +66,7 @@ class ClientUpdate:
     metrics: dict[str, float] = field(default_factory=dict)
     nbytes: int = 0
     problem: str | None = None
+    refused: str | None = None
 
 
 @dataclass
@@ -78,19 +79,20 @@ class ClientEvaluation:
 
 
 def check_supported(cfg: DictConfig) -> None:
-    """Refuse settings the federated path does not honour yet (rather than ignoring them).
+    """Refuse settings the federated path does not honour (rather than ignoring them).
 
     Raises
     ------
     ValueError
-        With ``privacy.enabled``: the federated clients train with the non-private
-        trainer; user-level DP in federation is not wired in yet.
+        With ``privacy.enabled`` and ``federation.fraction_train < 1``: the client's
+        accounting assumes it trains every round it is planned for (its noise is
+        calibrated for ``federation.rounds`` rounds); sampled participation is not
+        accounted for.
     """
     priv = cfg.get("privacy")
-    if priv is not None and priv.get("enabled", False):
+    if priv is not None and priv.get("enabled", False) and float(cfg.federation.fraction_train) < 1.0:
         raise ValueError(
-            "privacy.enabled=true is not supported by federated training yet (the clients would train without "
-            "DP); use fedrec train mode=local for private training, or privacy=off"
+            "privacy.enabled=true needs federation.fraction_train=1.0 (each platform's DP plan covers every round)"
         )
 
 
@@ -266,7 +268,12 @@ class Coordinator:
         """
         accepted: list[ClientUpdate] = []
         rejected: list[dict[str, str]] = []
+        refused: list[dict[str, Any]] = []
         for u in sorted(updates, key=lambda x: (x.platform, x.node)):
+            if u.refused is not None:  # the client's own decision (privacy budget), not a faulty update
+                refused.append({"platform": u.platform, "node": u.node, "reason": u.refused, **u.metrics})
+                self.log(logging.WARNING, f"round {server_round}: {u.platform} did not train: {u.refused}")
+                continue
             reason = u.problem
             if reason is None and u.state is None:
                 reason = "no arrays in the reply"
@@ -291,6 +298,7 @@ class Coordinator:
                 for u in accepted
             },
             "rejected": rejected,
+            "refused": refused,
         }
         if not accepted:
             self.log(logging.WARNING, f"round {server_round}: no accepted update; the global adapter is unchanged")
@@ -341,6 +349,7 @@ class Coordinator:
             "cross_platform_loss": xloss,
             "platforms": {p: {"train": train.get(p), "valid": valid.get(p)} for p in self.platforms},
             "rejected": self.pending.get("rejected", []),
+            "refused": self.pending.get("refused", []),
             "bytes": {
                 "down_per_client": bytes_down,
                 "up_per_client": max(up) if up else 0,
@@ -367,12 +376,58 @@ class Coordinator:
         for p, v in entry["platforms"].items():
             if v["valid"]:
                 parts.append(f"{p} NDCG@10 {v['valid']['NDCG@10']:.4f}")
+        eps = self.epsilons(entry)
+        if eps:
+            parts.append("eps " + " ".join(f"{p} {e:.3g}" for p, e in eps.items()))
         parts.append(f"{entry['bytes']['down_per_client'] / 1024:.1f}+{entry['bytes']['up_per_client'] / 1024:.1f} KiB")
         if entry["rejected"]:
             parts.append(f"{len(entry['rejected'])} rejected")
+        if entry.get("refused"):
+            parts.append(f"{len(entry['refused'])} refused")
         parts.append(f"{entry['seconds']:.1f}s")
         best = f" (best {self.best_round})" if self.best_round else ""
         return " | ".join(parts) + best
+
+    @staticmethod
+    def epsilons(entry: dict[str, Any]) -> dict[str, float]:
+        """Each platform's cumulative epsilon after a round (from its reply, trained or refused)."""
+        out = {
+            p: float(v["train"]["epsilon"])
+            for p, v in entry["platforms"].items()
+            if v["train"] and "epsilon" in v["train"]
+        }
+        out.update({r["platform"]: float(r["epsilon"]) for r in entry.get("refused", []) if "epsilon" in r})
+        return dict(sorted(out.items()))
+
+    def privacy_summary(self) -> dict[str, Any] | None:
+        """The ``privacy`` block of ``results.json`` (None without DP)."""
+        p = self.cfg.get("privacy")
+        if p is None or not p.enabled:
+            return None
+        last: dict[str, dict[str, float]] = {}
+        for entry in self.history:
+            for name, v in entry["platforms"].items():
+                if v["train"] and "epsilon" in v["train"]:
+                    last[name] = v["train"]
+            for r in entry.get("refused", []):
+                last.setdefault(r["platform"], {}).update({"epsilon": r["epsilon"]})
+        return {
+            "unit": "user",
+            "accountant": str(p.accountant),
+            "delta": float(p.delta),
+            "target_epsilon": None if p.target_epsilon is None else float(p.target_epsilon),
+            "budget": None if p.budget is None else float(p.budget),
+            "epsilon": {name: v.get("epsilon") for name, v in sorted(last.items())},
+            "noise_multiplier": {name: v.get("noise_multiplier") for name, v in sorted(last.items())},
+            "sample_rate": {name: v.get("sample_rate") for name, v in sorted(last.items())},
+            "max_grad_norm": float(p.max_grad_norm),
+            "per_round": [{"round": e["round"], "epsilon": self.epsilons(e)} for e in self.history],
+            "guarantee": (
+                "Each platform's adapter updates, over all rounds of this run, are (epsilon, delta)-DP with respect "
+                "to adding or removing one of that platform's users (the user's whole history); its item-ID "
+                "embeddings never leave it. Not covered: client-level DP, secure aggregation."
+            ),
+        }
 
     # -- the end ----------------------------------------------------------------------
     def finish(self, command: str, test: Sequence[ClientEvaluation]) -> dict[str, Any]:
@@ -412,6 +467,7 @@ class Coordinator:
                 "rejected": sum(len(h["rejected"]) for h in rounds),
                 "history": self.history,
             },
+            privacy=self.privacy_summary(),
         )
         write_json(self.out_dir / str(self.cfg.output), doc)
         return doc
