@@ -22,6 +22,8 @@ commands:
   simulate   [overrides]   federated training (Flower simulation, one client per platform)
   export     [run_dir=...] the joint model of a simulate run (merged HF model + item indexes)
   recommend  platform=video user=42 [k=10 mmr_lambda=1.0 joint_model=...]   top-k unseen items
+  report <sweep dir> [--reference FILE] [--baselines FILE] [--out DIR]
+                           privacy/utility sweep -> privacy_sweep.md + privacy_sweep.png
   data download [--root DIR] [--platform NAME ...]   fetch the datasets (needs internet)
   data verify   [--root DIR]                          check the datasets' sha256 sums
 
@@ -76,6 +78,28 @@ def data_main(argv: list[str]) -> int:
     return 0
 
 
+def report_main(argv: list[str]) -> int:
+    """``fedrec report <sweep dir>``: Markdown table and PNG plot of a privacy/utility sweep."""
+    from fedrec.report.privacy import report
+
+    parser = argparse.ArgumentParser(
+        prog="fedrec report", description="Render a privacy/utility sweep (results.json files) as Markdown + PNG."
+    )
+    parser.add_argument("sweep_dir", help="folder with the sweep jobs' results.json (a Hydra multirun dir)")
+    parser.add_argument("--reference", help="non-private simulate results.json (default: found in the sweep)")
+    parser.add_argument("--baselines", help="results.json with ItemKNN (default: the reference's comparison)")
+    parser.add_argument("--out", help="output folder (default: the sweep dir)")
+    args = parser.parse_args(argv)
+    try:
+        res = report(args.sweep_dir, args.out, args.reference, args.baselines)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"fedrec: error: {exc}", file=sys.stderr)
+        return 2
+    print(res["text"])
+    print(f"wrote {res['markdown']} and {res['plot']} ({res['runs']} private runs)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fedrec`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -85,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command == "data":
         return data_main(rest)
+    if command == "report":
+        return report_main(rest)
     if command in HYDRA_COMMANDS:
         from fedrec import jobs
 

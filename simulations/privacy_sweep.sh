@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Privacy/utility sweep: the default federation (3 platforms, 5 rounds x 0.2 local epochs, fedavg)
+# under user-level DP-SGD calibrated to each target epsilon (per platform, whole run), plus the
+# non-private reference with the baselines, then the report (Markdown table + PNG plot).
+#   FEDREC_DATA=../shared/datasets bash simulations/privacy_sweep.sh [out dir]
+set -euo pipefail
+OUT=${1:-multirun/privacy_sweep}
+FEDREC=${FEDREC:-fedrec}
+COMMON=(federation.compare_local=false federation.export_joint_model=false)
+$FEDREC simulate -m privacy=target_eps privacy.target_epsilon=0.5,1,2,4,8,inf "${COMMON[@]}" \
+  "federation.compare_baselines=[]" hydra.sweep.dir="$OUT"
+$FEDREC simulate "${COMMON[@]}" "federation.compare_baselines=[itemknn,mostpop]" hydra.run.dir="$OUT/nonprivate"
+$FEDREC report "$OUT"
