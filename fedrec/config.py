@@ -187,6 +187,23 @@ class PrivacyConfig:
 
 
 @dataclass
+class AuditConfig:
+    """``fedrec audit``: canary membership inference against one platform's client (fedrec.privacy.audit)."""
+
+    platform: str = _f("video", "The platform whose client is audited (one of the selected platforms).")
+    canaries: int = _f(100, "Canary users per side: this many are trained on (members), as many are held out.")
+    history_len: int = _f(10, "Random catalogue items in each canary's history.")
+    epochs: float = _f(
+        3.0, "Local epochs of both audited trainings (user-level epochs for the private one: train.epochs)."
+    )
+    target_epsilon: float = _f(
+        8.0, "Epsilon the private model is calibrated to (user level, the privacy group's delta)."
+    )
+    confidence: float = _f(0.95, "Confidence of the empirical epsilon lower bound (Clopper-Pearson).")
+    seed: int = _f(0, "Seed of the canaries, the member split and the threshold split.")
+
+
+@dataclass
 class FedrecConfig:
     """Top-level configuration (``conf/config.yaml``)."""
 
@@ -200,6 +217,7 @@ class FedrecConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     baselines: list[str] = _f(["mostpop", "itemknn", "frozen_text"], "Models run by `fedrec baselines`.")
     output: str = _f("results.json", "Results file name, written into the Hydra run directory.")
     run_dir: str = _f(
