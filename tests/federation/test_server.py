@@ -150,9 +150,11 @@ def test_best_round_checkpoint_and_resume(tmp_path: Path) -> None:
     assert fresh.resume() == 0
 
 
-def test_private_federation_is_refused_not_silently_ignored(tmp_path: Path) -> None:
-    cfg = _cfg("privacy=dp", "command=simulate")
-    with pytest.raises(ValueError, match="privacy.enabled=true is not supported by federated training"):
+def test_private_federation_with_client_sampling_is_refused(tmp_path: Path) -> None:
+    """Each platform's DP plan covers every round: sampled participation would break its accounting."""
+    cfg = _cfg("privacy=dp", "command=simulate", "federation.fraction_train=0.5")
+    with pytest.raises(ValueError, match="privacy.enabled=true needs federation.fraction_train=1.0"):
         prepare_run_config(cfg, tmp_path)
-    with pytest.raises(ValueError, match="not supported by federated training"):
+    with pytest.raises(ValueError, match="needs federation.fraction_train=1.0"):
         Coordinator(cfg, tmp_path, {}, 0)
+    prepare_run_config(_cfg("privacy=dp", "command=simulate"), tmp_path)  # full participation: fine
