@@ -132,6 +132,7 @@ def plot(runs: Sequence[SweepRun], reference: SweepRun | None, itemknn: dict[str
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     private = [r for r in runs if r.private and r.target is not None]
     finite = [r.target for r in private if r.target is not None and not math.isinf(r.target)]
@@ -153,6 +154,7 @@ def plot(runs: Sequence[SweepRun], reference: SweepRun | None, itemknn: dict[str
         if p in itemknn:
             ax.axhline(itemknn[p], color=c, ls=":", lw=1, label=f"{p} ItemKNN")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ticks = sorted(set(finite)) + (
         [inf_x] if any(r.target is not None and math.isinf(r.target) for r in private) else []
     )
