@@ -196,7 +196,11 @@ class AuditConfig:
         "Canary users per side: this many members (trained on) and as many non-members (never trained on). "
         "More canaries tighten the bound: the largest provable epsilon grows roughly like log(canaries).",
     )
-    history_len: int = _f(10, "Items in each canary's random history (distinct catalogue items).")
+    history_len: int = _f(
+        3,
+        "Items in each canary's random history (distinct catalogue items). Short histories make outlier users whose "
+        "history ID vector is specific to them: the worst case the guarantee must cover, and the strongest signal.",
+    )
     examples_per_canary: int = _f(
         1,
         "Training examples per member canary (the last N positions of history+target; the audited example, the "

@@ -721,7 +721,8 @@ def run_audit(cfg: DictConfig) -> dict[str, Any]:
     dict
         ``rows`` (one per model and attack), ``models`` (training and test metrics),
         ``canaries``, ``private_run`` (where its privacy settings come from),
-        ``violations`` (messages; empty when every ``epsilon_lb <= epsilon``).
+        ``violations`` (messages; empty when every ``epsilon_lb <= epsilon``) and
+        ``losses`` (every canary's target loss per model and attack, to re-run the statistics).
     """
     from fedrec.build import build_encoder, build_task, load_datasets
     from fedrec.privacy.dpsgd import count_users, train_private_from_config
@@ -744,6 +745,7 @@ def run_audit(cfg: DictConfig) -> dict[str, Any]:
     t = run_cfg.train
     rows: list[dict[str, Any]] = []
     models: dict[str, Any] = {}
+    losses_out: dict[str, dict[str, dict[str, list[float]]]] = {}
     violations: list[str] = []
     for model in ("initial", "non-private", "private"):
         encoder.load_adapter_state(initial_adapter)
@@ -770,6 +772,10 @@ def run_audit(cfg: DictConfig) -> dict[str, Any]:
         models[model] = {"epsilon": epsilon, "training": training, "test": test}
         for attack in attacks:
             losses = canary_losses(task, canaries, attack, inputs)
+            losses_out.setdefault(model, {})[attack] = {
+                "member": np.round(losses[canaries.member], 5).tolist(),
+                "nonmember": np.round(losses[~canaries.member], 5).tolist(),
+            }
             member, nonmember = -losses[canaries.member], -losses[~canaries.member]
             result = membership_audit(member, nonmember, float(run_cfg.privacy.delta), float(a.confidence), int(a.seed))
             rows.append(
@@ -810,4 +816,5 @@ def run_audit(cfg: DictConfig) -> dict[str, Any]:
             "epsilon_lb_max: max over thresholds on all canaries (optimistic)"
         ),
         "violations": violations,
+        "losses": losses_out,
     }

@@ -12,8 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 from scipy.stats import beta
 
+from fedrec.config import register_configs
 from fedrec.data.types import PlatformData
 from fedrec.privacy.audit import (
     attack_auc,
@@ -27,10 +30,13 @@ from fedrec.privacy.audit import (
     insert_canaries,
     make_canaries,
     membership_audit,
+    private_run_config,
     split_epsilon_lower_bound,
     threshold_table,
+    validate_audit,
 )
 from fedrec.privacy.dpsgd import count_users
+from tests.conftest import REPO_ROOT
 from tests.privacy.conftest import make_task
 from tests.synthetic import synthetic_platform
 
@@ -220,6 +226,43 @@ def test_canary_losses_are_the_evaluation_loss_and_views_differ() -> None:
         canary_losses(task, c, "everything")
 
 
+# -- configuration -------------------------------------------------------------------------
+
+
+def _compose(*overrides: str) -> DictConfig:
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=["command=audit", *overrides])
+
+
+def test_private_run_uses_audit_target_when_privacy_is_off() -> None:
+    run, source = private_run_config(_compose("audit.epochs=2", "audit.target_epsilon=4"))
+    assert list(run.platforms) == ["video"] and run.train.epochs == 2.0
+    assert run.privacy.enabled and run.privacy.target_epsilon == 4.0 and run.privacy.budget is None
+    assert source == "audit.target_epsilon=4.0"
+
+
+def test_private_run_audits_the_privacy_group_when_it_is_on() -> None:
+    run, source = private_run_config(_compose("privacy=dp", "privacy.noise_multiplier=0.7", "audit.target_epsilon=4"))
+    assert run.privacy.target_epsilon is None and run.privacy.noise_multiplier == 0.7
+    assert source == "the privacy group"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("audit.platform=nowhere", "not a selected platform"),
+        ("audit.canaries=1", "audit.canaries"),
+        ("audit.attacks=[full,gradient]", "audit.attacks"),
+        ("audit.confidence=1.5", "audit.confidence"),
+        ("audit.epochs=0", "audit.epochs"),
+    ],
+)
+def test_bad_audit_settings_are_refused(override: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        validate_audit(_compose(override))
+
+
 # -- the command ---------------------------------------------------------------------------
 
 
@@ -252,3 +295,5 @@ def test_audit_command_end_to_end(data_root: Path, tmp_path: Path) -> None:
     # utility on the real users only
     assert audit["models"]["private"]["test"]["users"] == 943
     assert audit["violations"] == [] and "ε_lb" in proc.stdout
+    losses = audit["losses"]["non-private"]["full"]
+    assert len(losses["member"]) == len(losses["nonmember"]) == 8
