@@ -21,7 +21,9 @@ commands:
   baselines  [overrides]   MostPop, ItemKNN and frozen-text baselines under the protocol
   simulate   [overrides]   federated training (Flower simulation, one client per platform)
   export     [run_dir=...] the joint model of a simulate run (merged HF model + item indexes)
-  audit      [audit.platform=video audit.target_epsilon=8]   canary membership inference, empirical epsilon
+  audit      [audit.platform=video audit.target_epsilon=8]   canary membership inference: attack AUC and
+                           an empirical epsilon lower bound, non-private vs private (exit status 3 if a
+                           lower bound exceeds the formal epsilon)
   recommend  platform=video user=42 [k=10 mmr_lambda=1.0 joint_model=...]   top-k unseen items
   report <sweep dir> [--reference FILE] [--baselines FILE] [--out DIR]
                            privacy/utility sweep -> privacy_sweep.md + privacy_sweep.png

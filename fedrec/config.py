@@ -188,19 +188,41 @@ class PrivacyConfig:
 
 @dataclass
 class AuditConfig:
-    """``fedrec audit``: canary membership inference against one platform's client (fedrec.privacy.audit)."""
+    """Empirical privacy audit (``fedrec audit``): canary users and a membership-inference test."""
 
-    platform: str = _f("video", "The platform whose client is audited (one of the selected platforms).")
-    canaries: int = _f(100, "Canary users per side: this many are trained on (members), as many are held out.")
-    history_len: int = _f(10, "Random catalogue items in each canary's history.")
+    platform: str = _f("video", "Platform whose local training is audited (must be among the selected platforms).")
+    canaries: int = _f(
+        250,
+        "Canary users per side: this many members (trained on) and as many non-members (never trained on). "
+        "More canaries tighten the bound: the largest provable epsilon grows roughly like log(canaries).",
+    )
+    history_len: int = _f(
+        3,
+        "Items in each canary's random history (distinct catalogue items). Short histories make outlier users whose "
+        "history ID vector is specific to them: the worst case the guarantee must cover, and the strongest signal.",
+    )
+    examples_per_canary: int = _f(
+        1,
+        "Training examples per member canary (the last N positions of history+target; the audited example, the "
+        "target from the whole history, is always one). 0 = train.examples_per_user, like a real user.",
+    )
     epochs: float = _f(
-        3.0, "Local epochs of both audited trainings (user-level epochs for the private one: train.epochs)."
+        3.0,
+        "Epochs of both audited runs (replaces train.epochs; DP epochs count users: each user is sampled this many "
+        "times in expectation).",
     )
-    target_epsilon: float = _f(
-        8.0, "Epsilon the private model is calibrated to (user level, the privacy group's delta)."
+    confidence: float = _f(0.95, "Two-sided Clopper-Pearson confidence of the error-rate bounds behind epsilon_lb.")
+    attacks: list[str] = _f(
+        ["full", "adapter"],
+        "Views of the trained model attacked: 'full' (LoRA adapter + platform head: text and ID scores) and "
+        "'adapter' (text score only: what the platform sends).",
     )
-    confidence: float = _f(0.95, "Confidence of the empirical epsilon lower bound (Clopper-Pearson).")
-    seed: int = _f(0, "Seed of the canaries, the member split and the threshold split.")
+    target_epsilon: float | None = _f(
+        8.0,
+        "Target epsilon of the private run when the privacy group is off (the default); with privacy=dp or "
+        "privacy=target_eps the group's settings are audited instead (null = privacy.noise_multiplier).",
+    )
+    seed: int = _f(0, "Seed of the canaries (histories, targets, member draw) and of the threshold-selection split.")
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -305,82 +304,50 @@ def recommend_job(cfg: DictConfig) -> dict[str, Any]:
 
 @cli_job
 def audit_job(cfg: DictConfig) -> dict[str, Any]:
-    """``fedrec audit``: canary membership inference on the non-private and the private client model."""
-    from omegaconf import OmegaConf
-
-    from fedrec.build import build_encoder, build_task, load_datasets
-    from fedrec.privacy import train_private_from_config
-    from fedrec.privacy.audit import CanaryTask, add_canaries, audit_report
-    from fedrec.results import results_document, write_results
-    from fedrec.train import fit, fit_options
-
-    a = cfg.audit
-    if a.platform not in cfg.platforms:
-        raise ValueError(f"audit.platform={a.platform!r} is not a selected platform {list(cfg.platforms)}")
-    if cfg.platforms[a.platform].friend_signal:
-        raise ValueError("the audit trains under user-level DP: set platforms.<p>.friend_signal=false")
-    start = time.perf_counter()
-    data = load_datasets(cfg)[a.platform]
-    canaries = add_canaries(data, int(a.canaries), int(a.history_len), int(a.seed))
-    encoder, tok = build_encoder(cfg.model, cfg.seed)
-    task = build_task(cfg, canaries.data, encoder, tok)
-    view = CanaryTask(task, canaries)
-    initial = (encoder.adapter_state(), task.local_state())
-    priv = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    priv.privacy.enabled, priv.privacy.target_epsilon = True, float(a.target_epsilon)
-    priv.privacy.budget, priv.train.epochs, priv.train.max_steps = None, float(a.epochs), -1
-    models: dict[str, Any] = {}
-    real = range(canaries.real_users)
-    for name in ("non-private", "private"):
-        encoder.load_adapter_state(initial[0])
-        task.load_local_state(initial[1])
-        t0 = time.perf_counter()
-        train_task = view.training_view()
-        if name == "private":
-            result = train_private_from_config(train_task, priv, seed=int(a.seed))  # type: ignore[arg-type]
-            formal = float(result.epsilon)
-        else:
-            t = cfg.train
-            kw = fit_options(t)
-            fit([train_task], epochs=float(a.epochs), seed=int(a.seed), progress=t.progress, **kw)
-            formal = math.inf
-        member, non = view.scores(int(cfg.train.eval_batch_size) // 4 or 16)
-        rep = audit_report(member, non, float(cfg.privacy.delta), float(a.confidence), int(a.seed))
-        rep["formal_epsilon"] = formal
-        rep["test"] = task.evaluate("test", batch_size=int(cfg.train.eval_batch_size), users=real)
-        rep["seconds"] = round(time.perf_counter() - t0, 2)
-        if rep["epsilon_lb"] > formal + 1e-9:
-            log.error("PRIVACY BUG: empirical epsilon %.3f exceeds the formal %.3f", rep["epsilon_lb"], formal)
-        models[name] = rep
-    doc = results_document(
-        "audit",
-        cfg,
-        {a.platform: {m: {"test": v["test"]} for m, v in models.items()}},
-        time.perf_counter() - start,
-        audit={
-            "platform": a.platform,
-            "canaries_per_side": int(a.canaries),
-            "attack": "loss threshold (mean full-catalogue softmax loss of the canary's examples)",
-            "attacked": "the client's whole model: LoRA adapter and platform-local item-ID embeddings",
-            "models": models,
-        },
-    )
-    path = write_results(output_dir(), cfg.output, doc)
-    print_audit(doc)
-    print(f"results: {path}")
-    return doc
-
-
-def print_audit(doc: dict[str, Any]) -> None:
-    """The audit table: formal epsilon, attack AUC, empirical lower bound, utility."""
+    """``fedrec audit``: canary membership inference on one platform, non-private vs private."""
     from rich.console import Console
     from rich.table import Table
 
-    a = doc["audit"]
-    table = Table(title=f"fedrec audit: {a['platform']}, {a['canaries_per_side']} canaries per side ({a['attack']})")
-    for col in ("model", "formal eps", "attack AUC", "empirical eps (lower bound)", "test NDCG@10"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for name, m in a["models"].items():
-        formal = "inf" if math.isinf(m["formal_epsilon"]) else f"{m['formal_epsilon']:.2f}"
-        table.add_row(name, formal, f"{m['auc']:.3f}", f"{m['epsilon_lb']:.2f}", f"{m['test']['NDCG@10']:.4f}")
-    Console().print(table)
+    from fedrec.privacy.audit import run_audit
+    from fedrec.results import results_document, write_results
+
+    start = time.perf_counter()
+    audit = run_audit(cfg)
+    doc = results_document("audit", cfg, {audit["platform"]: audit["models"]}, time.perf_counter() - start, audit=audit)
+    path = write_results(output_dir(), cfg.output, doc)
+    c = audit["canaries"]
+    table = Table(
+        title=f"fedrec audit {audit['platform']}: {c['per_side']}+{c['per_side']} canaries, loss threshold, "
+        f"confidence {cfg.audit.confidence:g}"
+    )
+    for col in ("model", "attack", "formal ε", "AUC", "ε_lb", "ε_lb max", "ceiling", "NDCG@10"):
+        table.add_column(col, justify="left" if col in ("model", "attack") else "right", no_wrap=True)
+    for r in audit["rows"]:
+        table.add_row(
+            r["model"],
+            r["attack"],
+            f"{r['epsilon']:.3g}",
+            f"{r['auc']:.3f}",
+            f"{r['epsilon_lb']:.3f}",
+            f"{r['epsilon_lb_max']:.3f}",
+            f"{r['ceiling']:.2f}",
+            f"{r['test_NDCG@10']:.4f}",
+        )
+    console = Console()
+    if not console.is_terminal:  # a pipe or a file: do not squeeze the table into 80 columns
+        console = Console(width=120)
+    console.print(table)
+    for name, what in audit["attacks"].items():
+        console.print(f"attack {name}: {what}")
+    console.print(
+        f"ε_lb: threshold chosen on half the canaries, bound on the other half (valid at the confidence); "
+        f"ε_lb max: best threshold on all canaries (optimistic); ceiling: the largest ε_lb this many canaries can "
+        f"show. Private run: {audit['private_run']['source']}, delta={cfg.privacy.delta:g}."
+    )
+    print(f"results: {path}")
+    if audit["violations"]:
+        for message in audit["violations"]:
+            console.print(f"[bold red]{message}[/bold red]", highlight=False)
+            print(message, file=sys.stderr)
+        raise SystemExit(3)
+    return doc
