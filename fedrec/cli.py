@@ -2,7 +2,8 @@
 
 ``fedrec <command> [hydra overrides]`` runs a Hydra job over ``conf/`` (``-m`` for
 multirun, ``--cfg job`` to print the config, ``hydra.run.dir=...`` honoured);
-``fedrec data download|verify`` manages the raw files.
+``fedrec data download|verify`` manages the raw files; ``fedrec bench`` runs the
+benchmarks (:mod:`fedrec.bench`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ commands:
   train      [overrides]   train (mode=local: one model per platform; mode=centralized: pooled)
   baselines  [overrides]   MostPop, ItemKNN and frozen-text baselines under the protocol
   simulate   [overrides]   federated training (Flower simulation, one client per platform)
+  bench <train|encode|comm|round|all> [--smoke] [--out DIR] [overrides]   benchmarks (tables + JSON)
   data download [--root DIR] [--platform NAME ...]   fetch the datasets (needs internet)
   data verify   [--root DIR]                          check the datasets' sha256 sums
 
@@ -83,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command == "data":
         return data_main(rest)
+    if command == "bench":
+        from fedrec.bench import bench_main
+
+        return bench_main(rest)
     if command in HYDRA_COMMANDS:
         from fedrec import jobs
 
