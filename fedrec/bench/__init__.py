@@ -55,7 +55,12 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--top", type=int, help="N of the top-N cached LoRA placement (default model.lora_layers)")
     g.add_argument("--batch-size", type=int, help="examples (non-DP) / expected users (DP) per step")
     g.add_argument("--seconds", type=float, help="minimum training seconds per mode and row (default 12)")
-    g.add_argument("--no-isolate", action="store_true", help="measure every row in this process")
+    g.add_argument(
+        "--interleave",
+        action="store_true",
+        help="all rows in this process, interleaved block by block (ratios between rows robust to load drift; "
+        "peak RSS then covers every row's task); default: one process per row (--smoke: interleaved)",
+    )
     g = p.add_argument_group("encode")
     g.add_argument("--users", type=int, help="users timed for the latency (default 300)")
     g.add_argument("--items", type=int, default=-1, help="encode only the first N items (default: all)")
@@ -80,7 +85,7 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
             top=args.top,
             batch=args.batch_size,
             budget=budget,
-            isolate=False if args.no_isolate else None,
+            isolate=False if args.interleave else None,
             threads=args.threads,
         )
 

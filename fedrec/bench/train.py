@@ -12,8 +12,11 @@ DP / non-DP ratio as the median over adjacent block pairs.
 Peak memory: before every block the process's peak RSS is reset (Linux
 ``/proc/self/clear_refs``) and read after it, so each mode's peak is its own. By default
 every row runs in a fresh Python process (``isolate``), so a row's memory does not carry
-over from the rows before it; ``--smoke`` runs the rows in this process (seconds, not a
-process start per row), where the per-block reset still separates the modes.
+over from the rows before it. With ``isolate=False`` (``--interleave``; the default of
+``--smoke``) every row's task lives in this process and the rows are interleaved block by
+block, so that the ratios *between* rows are measured under the same load too; the peak
+RSS then covers every row's task, and each mode's own memory is its rise over the
+block's start.
 """
 
 from __future__ import annotations
@@ -149,13 +152,14 @@ def _mode_summary(blocks: list[dict[str, float]]) -> dict[str, Any]:
         "examples": int(examples),
         "seconds": round(seconds, 3),
         "blocks": len(blocks),
+        "block_rates": [round(b["examples"] / b["seconds"], 2) for b in blocks if b["seconds"] > 0],
         "peak_rss_mib": max((b["peak_mib"] for b in blocks), default=float("nan")),
         "rss_increase_mib": max((b["peak_mib"] - b["before_mib"] for b in blocks), default=float("nan")),
     }
 
 
-def measure_row(overrides: list[str], batch: int, noise: float, budget: Budget) -> dict[str, Any]:
-    """Build one row's task and measure both trainers on it (in this process).
+class RowRunner:
+    """One row's task, built in this process, and a timed block of either trainer on it.
 
     Parameters
     ----------
@@ -165,97 +169,136 @@ def measure_row(overrides: list[str], batch: int, noise: float, budget: Budget) 
         Examples per non-DP step and expected users per DP step.
     noise : float
         DP noise multiplier (does not change the cost; recorded).
+    rss : PeakRSS
+        The process's peak-RSS meter (reset before every block).
+    """
+
+    def __init__(self, overrides: list[str], batch: int, noise: float, rss: PeakRSS) -> None:
+        cfg = compose(overrides)  # first: a bad override fails before the heavy imports
+        import torch
+
+        from fedrec.build import build_encoder, build_task, load_datasets
+        from fedrec.privacy import count_users
+
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        if len(cfg.platforms) != 1:
+            raise ValueError(f"the train benchmark runs one platform, got {list(cfg.platforms)}")
+        torch.set_num_threads(int(cfg.train.threads))
+        torch.manual_seed(cfg.seed)
+        self.cfg, self.batch, self.noise, self.rss = cfg, batch, noise, rss
+        start = time.perf_counter()
+        self.platform = next(iter(cfg.platforms))
+        key = (str(cfg.data.root), self.platform, str(cfg.platforms[self.platform].loader))
+        if key not in _DATA:  # rows measured in one process share the loaded platform
+            _DATA[key] = load_datasets(cfg)[self.platform]
+        encoder, tokenizer = build_encoder(cfg.model, cfg.seed)
+        self.task = build_task(cfg, _DATA[key], encoder, tokenizer)
+        self.build_seconds = time.perf_counter() - start
+        self.users = count_users(self.task)
+        t = cfg.train
+        self.options = {
+            "lr": float(t.lr),
+            "head_lr": float(t.head_lr),
+            "num_negatives": int(t.num_negatives),
+            "index_refresh_steps": int(t.index_refresh_steps),
+        }
+
+    def run(self, mode: str, steps: int, seed: int) -> dict[str, float]:
+        """Train ``steps`` steps with ``mode`` (``"non_dp"`` or ``"dp"``): examples, seconds, peak RSS."""
+        from fedrec.privacy import plan_private, train_private
+        from fedrec.train import fit
+
+        self.rss.reset()
+        before = self.rss.current_mib()
+        if mode == "non_dp":
+            epochs = math.ceil(steps * self.batch / len(self.task.examples))  # enough passes for `steps` batches
+            r = fit([self.task], epochs, self.batch, max_steps=steps, seed=seed, progress=False, **self.options)  # type: ignore[arg-type]
+            n = sum(r.num_examples.values())
+        else:
+            plan = plan_private(
+                self.users,
+                self.batch,
+                steps_per_round=steps,
+                noise_multiplier=self.noise,
+                max_grad_norm=float(self.cfg.privacy.max_grad_norm),
+            )
+            r = train_private(self.task, plan, seed=seed, progress=False, **self.options)  # type: ignore[arg-type]
+            n = r.sampled_examples
+        return {"examples": float(n), "seconds": r.seconds, "peak_mib": self.rss.peak_mib(), "before_mib": before}
+
+
+def measure_rows(rows: list[list[str]], batch: int, noise: float, budget: Budget) -> list[dict[str, Any]]:
+    """Build every row's task in this process and measure both trainers on each, rows interleaved.
+
+    Each round of measurement visits every row (starting one row later each round, so
+    drift in the machine's load spreads over the rows) and runs one non-DP and one DP
+    block on it, in alternating order; it stops when every row has ``budget.min_pairs``
+    pairs and ``budget.seconds`` per mode, or after ``budget.max_pairs`` rounds.
+
+    Parameters
+    ----------
+    rows : list of list of str
+        Each row's Hydra overrides (see :class:`RowRunner`).
+    batch : int
+        Examples per non-DP step and expected users per DP step.
+    noise : float
+        DP noise multiplier.
     budget : Budget
         How long to measure.
 
     Returns
     -------
-    dict
-        ``build_seconds``, ``non_dp`` and ``dp`` summaries (median and total examples/s,
-        examples, seconds, blocks, peak RSS and its increase over the block's start in
-        MiB), ``dp_ratio`` (median of adjacent block pairs), ``dp_ratio_total``,
-        ``steps_per_block`` and ``peak_resettable``.
+    list of dict
+        Per row: ``platform``, ``users``, ``build_seconds``, ``steps_per_block``,
+        ``peak_resettable``, the ``non_dp`` and ``dp`` summaries (median and total
+        examples/s, examples, seconds, blocks, block rates, peak RSS and its rise over the
+        block's start in MiB), ``dp_ratio`` (median of adjacent block pairs) and
+        ``dp_ratio_total``.
     """
-    cfg = compose(overrides)  # first: a bad override fails before the heavy imports
-    import torch
-
-    from fedrec.build import build_encoder, build_task, load_datasets
-    from fedrec.privacy import count_users, plan_private, train_private
-    from fedrec.train import fit
-
-    warnings.filterwarnings("ignore", message="Full backward hook is firing")
-    if len(cfg.platforms) != 1:
-        raise ValueError(f"the train benchmark runs one platform, got {list(cfg.platforms)}")
-    torch.set_num_threads(int(cfg.train.threads))
-    torch.manual_seed(cfg.seed)
     rss = PeakRSS()
-    start = time.perf_counter()
-    name = next(iter(cfg.platforms))
-    key = (str(cfg.data.root), name, str(cfg.platforms[name].loader))
-    if key not in _DATA:  # rows measured in one process share the loaded platform
-        _DATA[key] = load_datasets(cfg)[name]
-    data = _DATA[key]
-    encoder, tokenizer = build_encoder(cfg.model, cfg.seed)
-    task = build_task(cfg, data, encoder, tokenizer)
-    build_seconds = time.perf_counter() - start
+    runners = [RowRunner(r, batch, noise, rss) for r in rows]
     gc.collect()  # once, before measuring: a collection inside a block would count as training time
-    t = cfg.train
-    common = dict(
-        lr=float(t.lr),
-        head_lr=float(t.head_lr),
-        num_negatives=int(t.num_negatives),
-        index_refresh_steps=int(t.index_refresh_steps),
-    )
-    users = count_users(task)
+    steps = []
+    for runner in runners:  # warm-up (not in the results); its rates size the blocks
+        warm = [runner.run(m, budget.warmup_steps, seed=10_000) for m in ("non_dp", "dp")]
+        slowest = min(ratio(w["examples"], w["seconds"]) for w in warm)
+        steps.append(max(1, min(100, round(budget.block_seconds * slowest / batch))) if math.isfinite(slowest) else 1)
+    blocks: list[dict[str, list[dict[str, float]]]] = [{"non_dp": [], "dp": []} for _ in runners]
+    pair_ratios: list[list[float]] = [[] for _ in runners]
 
-    def plan(steps: int) -> Any:
-        return plan_private(
-            users, batch, steps_per_round=steps, noise_multiplier=noise, max_grad_norm=float(cfg.privacy.max_grad_norm)
-        )
+    def done(i: int) -> bool:
+        spent = min(sum(b["seconds"] for b in blocks[i][m]) for m in ("non_dp", "dp"))
+        return len(pair_ratios[i]) >= budget.min_pairs and spent >= budget.seconds
 
-    def run(mode: str, steps: int, seed: int) -> dict[str, float]:
-        rss.reset()
-        before = rss.current_mib()
-        if mode == "non_dp":
-            epochs = math.ceil(steps * batch / len(task.examples))  # enough passes for `steps` full batches
-            r = fit([task], epochs=epochs, batch_size=batch, max_steps=steps, seed=seed, progress=False, **common)  # type: ignore[arg-type]
-            n = sum(r.num_examples.values())
-        else:
-            r = train_private(task, plan(steps), seed=seed, progress=False, **common)  # type: ignore[arg-type]
-            n = r.sampled_examples
-        return {"examples": float(n), "seconds": r.seconds, "peak_mib": rss.peak_mib(), "before_mib": before}
-
-    # warm-up (not timed into the results); its rates size the blocks
-    warm = {m: run(m, budget.warmup_steps, seed=10_000) for m in ("non_dp", "dp")}
-    slowest = min(ratio(w["examples"], w["seconds"]) for w in warm.values())
-    steps = max(1, min(100, round(budget.block_seconds * slowest / batch))) if math.isfinite(slowest) else 1
-    blocks: dict[str, list[dict[str, float]]] = {"non_dp": [], "dp": []}
-    pair_ratios = []
     pair = 0
-    while pair < budget.max_pairs:
-        spent = min(sum(b["seconds"] for b in blocks[m]) for m in blocks)
-        if pair >= budget.min_pairs and spent >= budget.seconds:
-            break
+    while pair < budget.max_pairs and not all(done(i) for i in range(len(runners))):
         pair += 1
         order = ("non_dp", "dp") if pair % 2 else ("dp", "non_dp")
-        rates = {}
-        for mode in order:
-            b = run(mode, steps, seed=pair)
-            blocks[mode].append(b)
-            rates[mode] = ratio(b["examples"], b["seconds"])
-        pair_ratios.append(ratio(rates["dp"], rates["non_dp"]))
-    non_dp, dp = _mode_summary(blocks["non_dp"]), _mode_summary(blocks["dp"])
-    return {
-        "platform": name,
-        "users": users,
-        "build_seconds": round(build_seconds, 2),
-        "steps_per_block": steps,
-        "peak_resettable": rss.resettable,
-        "non_dp": non_dp,
-        "dp": dp,
-        "dp_ratio": median(pair_ratios),
-        "dp_ratio_total": ratio(dp["examples_per_s_total"], non_dp["examples_per_s_total"]),
-    }
+        for k in range(len(runners)):
+            i = (k + pair - 1) % len(runners)
+            rates = {}
+            for mode in order:
+                b = runners[i].run(mode, steps[i], seed=pair)
+                blocks[i][mode].append(b)
+                rates[mode] = ratio(b["examples"], b["seconds"])
+            pair_ratios[i].append(ratio(rates["dp"], rates["non_dp"]))
+    out = []
+    for i, runner in enumerate(runners):
+        non_dp, dp = _mode_summary(blocks[i]["non_dp"]), _mode_summary(blocks[i]["dp"])
+        out.append(
+            {
+                "platform": runner.platform,
+                "users": runner.users,
+                "build_seconds": round(runner.build_seconds, 2),
+                "steps_per_block": steps[i],
+                "peak_resettable": rss.resettable,
+                "non_dp": non_dp,
+                "dp": dp,
+                "dp_ratio": median(pair_ratios[i]),
+                "dp_ratio_total": ratio(dp["examples_per_s_total"], non_dp["examples_per_s_total"]),
+            }
+        )
+    return out
 
 
 def _python_path() -> str:
@@ -266,7 +309,7 @@ def _python_path() -> str:
 
 
 def measure_row_isolated(overrides: list[str], batch: int, noise: float, budget: Budget) -> dict[str, Any]:
-    """:func:`measure_row` in a fresh Python process (clean peak RSS); same arguments and result.
+    """One row measured by :func:`measure_rows` in a fresh Python process (clean peak RSS).
 
     Raises
     ------
@@ -309,7 +352,7 @@ def run_train(
         Extra Hydra overrides for every row, applied before the row's own (so a row's
         LoRA placement, precision and user-text length always win).
     smoke : bool, default False
-        Tiny random BERT, ``train=smoke``, 1 thread, short blocks, rows in-process.
+        Tiny random BERT, ``train=smoke``, 1 thread, 1-step blocks, rows interleaved in-process.
     out_dir : path-like, default "outputs/bench"
         Where the JSON goes.
     platform : str, default "video"
@@ -326,7 +369,11 @@ def run_train(
     budget : Budget, optional
         Default :func:`default_budget`.
     isolate : bool, optional
-        One process per row (default: True, False with ``smoke``).
+        True: one process per row, rows one after the other (clean peak RSS per row).
+        False: every row's task in this process, the rows interleaved block by block
+        (:func:`measure_rows`): ratios between rows are then robust to drifting load, but
+        the peak RSS covers every row's task (the rise over a block's start is still the
+        mode's own). Default True, False with ``smoke``.
     threads : int, optional
         ``train.threads`` (default: the config's; 1 with ``smoke``).
 
@@ -348,16 +395,14 @@ def run_train(
     isolate = (not smoke) if isolate is None else isolate
     rows_spec = grid_rows(grid, top)
     machine = machine_info()
-    measure = measure_row_isolated if isolate else measure_row
-    rows: list[dict[str, Any]] = []
-    for spec in rows_spec:
-        res = measure([*common, *spec.overrides()], batch, noise, budget)
-        rows.append({"row": spec.name, **asdict(spec), **res})
-        print(
-            f"  {spec.name}: non-DP {res['non_dp']['examples_per_s']:.1f} ex/s, DP {res['dp']['examples_per_s']:.1f} "
-            f"ex/s, ratio {res['dp_ratio']:.3f}",
-            file=sys.stderr,
-        )
+    overrides_per_row = [[*common, *spec.overrides()] for spec in rows_spec]
+    if isolate:
+        results = [measure_row_isolated(o, batch, noise, budget) for o in overrides_per_row]
+    else:
+        results = measure_rows(overrides_per_row, batch, noise, budget)
+    rows: list[dict[str, Any]] = [
+        {"row": spec.name, **asdict(spec), **res} for spec, res in zip(rows_spec, results, strict=True)
+    ]
     base = rows[0]["non_dp"]["examples_per_s"]
     for r in rows:
         r["non_dp_vs_first"] = ratio(r["non_dp"]["examples_per_s"], base)
@@ -419,7 +464,8 @@ def run_train(
         [
             "examples/s: median over blocks of the training loop; DP/non-DP: median over adjacent block pairs "
             "(same task, same run); peak MiB: the process's peak RSS during that mode's blocks; DP +MiB: its rise "
-            f"over the block's start; {'one process per row' if isolate else 'rows in one process'}.",
+            "over the block's start; "
+            + ("one process per row." if isolate else "all rows in one process, interleaved block by block."),
             f"fastest DP row: {fastest['row']} at {fastest['dp']['examples_per_s']:.1f} examples/s; results: {path}",
         ],
     )
@@ -429,7 +475,7 @@ def run_train(
 def _worker(argv: list[str]) -> int:
     """Child-process entry: ``python -m fedrec.bench.train SPEC.json RESULT.json``."""
     spec = json.loads(Path(argv[0]).read_text())
-    res = measure_row(spec["overrides"], int(spec["batch"]), float(spec["noise"]), Budget(**spec["budget"]))
+    res = measure_rows([spec["overrides"]], int(spec["batch"]), float(spec["noise"]), Budget(**spec["budget"]))[0]
     from fedrec.io import write_json
 
     write_json(argv[1], res)
