@@ -16,7 +16,7 @@ over from the rows before it. With ``isolate=False`` (``--interleave``; the defa
 ``--smoke``) every row's task lives in this process and the rows are interleaved block by
 block, so that the ratios *between* rows are measured under the same load too; the peak
 RSS then covers every row's task, and each mode's own memory is its rise over the
-block's start.
+block's start (measured after handing the allocator's freed memory back to the OS).
 """
 
 from __future__ import annotations
