@@ -196,7 +196,8 @@ def run_round(
         [
             "compute = slowest client's training loop + slowest client's evaluation; aggregate = "
             "Coordinator.aggregate_train; overhead = the rest of the round's wall time (Flower, Ray, messages). "
-            "Round 1 includes building the clients.",
+            f"Round 1 includes building the clients. Each client: {settings['client_cpus']:g} CPU and as many "
+            "torch threads (the machine line shows the server process's).",
             f"simulation {total:.1f}s in all, of which {summary['setup_and_test_seconds']:.1f}s Ray start-up, "
             f"final test and shutdown; results: {path}",
         ],
