@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -105,6 +106,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     """Score the received adapter on this platform's split (``valid`` each round, ``test`` at the end)."""
     client = platform_client(msg, context)
     conf = msg.content["config"]
+    started = time.perf_counter()
     m = client.evaluate(
         arrays_in(msg),
         split=str(conf["split"]),
@@ -113,5 +115,6 @@ def evaluate(msg: Message, context: Context) -> Message:
     )
     metrics = {k: float(m[k]) for k in EVAL_KEYS}
     metrics.update({"num-examples": int(m["users"]), "users": int(m["users"])})
+    metrics["eval-seconds"] = time.perf_counter() - started  # the client's evaluation compute
     content = RecordDict({"metrics": MetricRecord(metrics), "info": ConfigRecord({"platform": client.platform})})
     return Message(content, reply_to=msg)

@@ -2,7 +2,8 @@
 
 ``fedrec <command> [hydra overrides]`` runs a Hydra job over ``conf/`` (``-m`` for
 multirun, ``--cfg job`` to print the config, ``hydra.run.dir=...`` honoured);
-``fedrec data download|verify`` manages the raw files.
+``fedrec data download|verify`` manages the raw files; ``fedrec bench`` runs the
+benchmarks (:mod:`fedrec.bench`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ commands:
   recommend  platform=video user=42 [k=10 mmr_lambda=1.0 joint_model=...]   top-k unseen items
   report <sweep dir> [--reference FILE] [--baselines FILE] [--out DIR]
                            privacy/utility sweep -> privacy_sweep.md + privacy_sweep.png
+  bench <train|encode|comm|round|all> [--smoke] [--out DIR] [overrides]   benchmarks (tables + JSON)
   data download [--root DIR] [--platform NAME ...]   fetch the datasets (needs internet)
   data verify   [--root DIR]                          check the datasets' sha256 sums
 
@@ -114,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         return data_main(rest)
     if command == "report":
         return report_main(rest)
+    if command == "bench":
+        from fedrec.bench import bench_main
+
+        return bench_main(rest)
     if command in HYDRA_COMMANDS:
         from fedrec import jobs
 

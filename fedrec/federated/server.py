@@ -266,6 +266,7 @@ class Coordinator:
         dict or None
             The new global adapter, or None if nothing was accepted.
         """
+        started = time.perf_counter()
         accepted: list[ClientUpdate] = []
         rejected: list[dict[str, str]] = []
         refused: list[dict[str, Any]] = []
@@ -301,6 +302,7 @@ class Coordinator:
             "refused": refused,
         }
         if not accepted:
+            self.pending["aggregate_seconds"] = time.perf_counter() - started
             self.log(logging.WARNING, f"round {server_round}: no accepted update; the global adapter is unchanged")
             return None
         self.global_state = aggregate(
@@ -308,6 +310,7 @@ class Coordinator:
             [u.state for u in accepted if u.state is not None],
             [float(u.num_examples) for u in accepted],  # type: ignore[arg-type]
         )
+        self.pending["aggregate_seconds"] = time.perf_counter() - started
         return self.global_state
 
     def end_round(
@@ -356,6 +359,8 @@ class Coordinator:
                 "total": bytes_down * (len(valid) or len(train)) + sum(up),
             },
             "seconds": round(seconds, 2),
+            # server time in aggregate_train: validating and aggregating the updates
+            "aggregate_seconds": round(float(self.pending.get("aggregate_seconds", 0.0)), 6),
         }
         self.history.append(entry)
         self.round = server_round
