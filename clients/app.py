@@ -76,7 +76,9 @@ def train(msg: Message, context: Context) -> Message:
     in its info record. The privacy ledger lives on the node's disk (atomic writes) and
     is mirrored in ``context.state`` (restored from there if the disk copy is behind).
     """
+    started = time.perf_counter()
     client = platform_client(msg, context)
+    setup = time.perf_counter() - started
     if LEDGER_KEY in context.state:
         client.restore_ledger(json.loads(str(context.state[LEDGER_KEY]["json"])))
     out = client.train(arrays_in(msg), int(msg.content["config"]["server-round"]))
@@ -87,6 +89,7 @@ def train(msg: Message, context: Context) -> Message:
         "train-loss": out.loss,
         "steps": out.steps,
         "train-seconds": out.seconds,
+        "setup-seconds": setup,  # building this platform's task in this process (0 when cached)
     }
     metrics.update(out.metrics)
     info: dict[str, str] = {"platform": client.platform}
@@ -104,7 +107,9 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Score the received adapter on this platform's split (``valid`` each round, ``test`` at the end)."""
+    started = time.perf_counter()
     client = platform_client(msg, context)
+    setup = time.perf_counter() - started
     conf = msg.content["config"]
     started = time.perf_counter()
     m = client.evaluate(
@@ -116,5 +121,6 @@ def evaluate(msg: Message, context: Context) -> Message:
     metrics = {k: float(m[k]) for k in EVAL_KEYS}
     metrics.update({"num-examples": int(m["users"]), "users": int(m["users"])})
     metrics["eval-seconds"] = time.perf_counter() - started  # the client's evaluation compute
+    metrics["setup-seconds"] = setup  # building this platform's task in this process (0 when cached)
     content = RecordDict({"metrics": MetricRecord(metrics), "info": ConfigRecord({"platform": client.platform})})
     return Message(content, reply_to=msg)
