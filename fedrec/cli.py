@@ -3,13 +3,16 @@
 ``fedrec <command> [hydra overrides]`` runs a Hydra job over ``conf/`` (``-m`` for
 multirun, ``--cfg job`` to print the config, ``hydra.run.dir=...`` honoured);
 ``fedrec data download|verify`` manages the raw files; ``fedrec bench`` runs the
-benchmarks (:mod:`fedrec.bench`).
+benchmarks (:mod:`fedrec.bench`); ``fedrec experiments`` runs the utility grid
+(:mod:`fedrec.experiments`) and ``fedrec report`` renders sweeps and grids
+(:mod:`fedrec.report`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,8 +29,13 @@ commands:
                            an empirical epsilon lower bound, non-private vs private (exit status 3 if a
                            lower bound exceeds the formal epsilon)
   recommend  platform=video user=42 [k=10 mmr_lambda=1.0 joint_model=...]   top-k unseen items
+  experiments [--out DIR] [--seeds 0,1,2] [--rows a,b] [--dry-run] [overrides]   the utility grid (baselines,
+                           local, centralized, federated per aggregation mode, DP at epsilon 1 and 8), one
+                           process per run into <out>/<row>/seed<k>/results.json; resumable
   report <sweep dir> [--reference FILE] [--baselines FILE] [--out DIR]
                            privacy/utility sweep -> privacy_sweep.md + privacy_sweep.png
+  report results <experiments dir> [--bench DIR] [--out docs] [--readme README.md]
+                           the grid (and the benchmarks) -> RESULTS.md + PNG plots
   bench <train|encode|comm|round|all> [--smoke] [--out DIR] [overrides]   benchmarks (tables + JSON)
   data download [--root DIR] [--platform NAME ...]   fetch the datasets (needs internet)
   data verify   [--root DIR]                          check the datasets' sha256 sums
@@ -83,8 +91,44 @@ def data_main(argv: list[str]) -> int:
     return 0
 
 
+def results_report_main(argv: list[str]) -> int:
+    """``fedrec report results <experiments dir>``: RESULTS.md and its plots from a ``fedrec experiments`` grid."""
+    from fedrec.report.results import report_results
+
+    parser = argparse.ArgumentParser(
+        prog="fedrec report results",
+        description="Render a fedrec experiments grid (and the fedrec bench JSON files) as RESULTS.md + PNG plots.",
+    )
+    parser.add_argument("experiments_dir", help="the folder fedrec experiments wrote (<row>/seed<k>/results.json)")
+    parser.add_argument("--bench", help="folder with bench_*.json (fedrec bench --out); default: no benchmarks")
+    parser.add_argument("--out", default="docs", help="output folder of RESULTS.md and the PNGs (default docs)")
+    parser.add_argument("--readme", help="README whose generated results block gets the headline numbers")
+    args = parser.parse_args(argv)
+    try:
+        res = report_results(
+            args.experiments_dir,
+            args.out,
+            args.bench,
+            args.readme,
+            command=shlex.join(["fedrec", "report", "results", *argv]),
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"fedrec: error: {exc}", file=sys.stderr)
+        return 2
+    plots = [str(p) for p in res["plots"].values() if p is not None]
+    readme = f"; headline numbers into {res['readme']}" if res["readme"] else ""
+    print(f"wrote {res['markdown']} and {len(plots)} plot(s) {', '.join(plots)} ({res['runs']} runs){readme}")
+    return 0
+
+
 def report_main(argv: list[str]) -> int:
-    """``fedrec report <sweep dir>``: Markdown table and PNG plot of a privacy/utility sweep."""
+    """``fedrec report <sweep dir>``: Markdown table and PNG plot of a privacy/utility sweep.
+
+    ``fedrec report results <experiments dir> ...`` renders an experiments grid instead
+    (:func:`results_report_main`); a sweep folder named ``results`` is ``./results``.
+    """
+    if len(argv) >= 2 and argv[0] == "results" and not argv[1].startswith("-"):
+        return results_report_main(argv[1:])
     from fedrec.report.privacy import report
 
     parser = argparse.ArgumentParser(
@@ -116,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         return data_main(rest)
     if command == "report":
         return report_main(rest)
+    if command == "experiments":
+        from fedrec.experiments import experiments_main
+
+        return experiments_main(rest)
     if command == "bench":
         from fedrec.bench import bench_main
 

@@ -132,6 +132,12 @@ class FederationConfig:
         "trained, sent and averaged: exact, half the bytes) or 'svd' (average of the products B·A, "
         "re-factorised to rank r by SVD).",
     )
+    evaluate_initial: bool = _f(
+        False,
+        "Score the initial adapter on every client's validation split before round 1 (round 0): the start of the "
+        "cross-platform loss curve, in results.json as federation.initial (rounds-to-quality measures the "
+        "improvement from it). One extra evaluation per run.",
+    )
     resume: bool = _f(False, "Continue from the checkpoint in checkpoint_dir (same run directory) if there is one.")
     checkpoint_every: int = _f(1, "Write the server checkpoint every N rounds (the last round is always written).")
     checkpoint_dir: str = _f("", "Server checkpoint folder ('' = <run directory>/checkpoint).")

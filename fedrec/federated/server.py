@@ -168,6 +168,8 @@ class Coordinator:
         self.best_round: int | None = None
         self.best_loss: float | None = None
         self.best_state = {k: np.array(v, copy=True) for k, v in initial.items()}
+        self.initial_state = {k: np.array(v, copy=True) for k, v in initial.items()}
+        self.initial: dict[str, Any] | None = None  # round 0: the initial adapter's validation (record_initial)
         self.run_key = uuid.uuid4().hex[:12]
         self.seconds_before = 0.0
         self.started = time.perf_counter()
@@ -226,6 +228,7 @@ class Coordinator:
         self.best_round = None if ck["best_round"] < 0 else int(ck["best_round"])
         self.best_loss = None if self.best_round is None else float(ck["best_loss"])
         self.history = json.loads(ck["history"])
+        self.initial = json.loads(ck["initial"]) if "initial" in ck else None
         self.run_key = str(ck["run_key"])
         self.seconds_before = float(ck["seconds"])
         self.log(logging.INFO, f"resuming after round {self.round} from {self.checkpoint_path}")
@@ -242,6 +245,7 @@ class Coordinator:
                 "best_round": -1 if self.best_round is None else self.best_round,
                 "best_loss": float("nan") if self.best_loss is None else self.best_loss,
                 "history": json.dumps(self.history),
+                "initial": json.dumps(self.initial),
                 "describe": json.dumps(describe(self.cfg)),
                 "run_key": self.run_key,
                 "seconds": self.elapsed,
@@ -313,6 +317,29 @@ class Coordinator:
         self.pending["aggregate_seconds"] = time.perf_counter() - started
         return self.global_state
 
+    def validation(
+        self, server_round: int, evaluations: Sequence[ClientEvaluation]
+    ) -> tuple[dict[str, dict[str, float]], float | None]:
+        """Each platform's validation metrics in a round and their cross-platform loss.
+
+        Returns
+        -------
+        tuple
+            ``({platform: metrics}, loss)``; the loss is None (and a warning logged) when a
+            platform did not report.
+        """
+        valid = {e.platform: e.metrics for e in sorted(evaluations, key=lambda e: e.platform)}
+        if set(valid) != set(self.platforms):
+            missing = sorted(set(self.platforms) - set(valid))
+            self.log(logging.WARNING, f"round {server_round}: no validation result from {missing}")
+            return valid, None
+        xloss = cross_platform_loss(
+            {p: m["loss"] for p, m in valid.items()},
+            {p: int(m.get("users", 1)) for p, m in valid.items()},
+            str(self.cfg.eval.loss_weights),
+        )
+        return valid, xloss
+
     def end_round(
         self, server_round: int, evaluations: Sequence[ClientEvaluation], bytes_down: int, seconds: float
     ) -> dict[str, Any]:
@@ -334,17 +361,7 @@ class Coordinator:
         dict
             The round's history entry.
         """
-        valid = {e.platform: e.metrics for e in sorted(evaluations, key=lambda e: e.platform)}
-        xloss = None
-        if set(valid) == set(self.platforms):
-            xloss = cross_platform_loss(
-                {p: m["loss"] for p, m in valid.items()},
-                {p: int(m.get("users", 1)) for p, m in valid.items()},
-                str(self.cfg.eval.loss_weights),
-            )
-        else:
-            missing = sorted(set(self.platforms) - set(valid))
-            self.log(logging.WARNING, f"round {server_round}: no validation result from {missing}")
+        valid, xloss = self.validation(server_round, evaluations)
         train = self.pending.get("train", {})
         up = [t["bytes_up"] for t in train.values()]
         entry: dict[str, Any] = {
@@ -373,6 +390,30 @@ class Coordinator:
             write_json(self.out_dir / "history.json", self.history)
         self.log(logging.INFO, self.round_line(entry))
         return entry
+
+    def record_initial(self, evaluations: Sequence[ClientEvaluation], seconds: float) -> dict[str, Any]:
+        """Record round 0: the clients' validation results on the initial adapter, before any training.
+
+        The starting point of the cross-platform loss curve (rounds-to-quality measures
+        the improvement from it); it never competes for the best round.
+
+        Parameters
+        ----------
+        evaluations : sequence of ClientEvaluation
+            The clients' validation results on :attr:`initial_state`.
+        seconds : float
+            Wall time of the evaluation.
+
+        Returns
+        -------
+        dict
+            ``{"round": 0, "cross_platform_loss", "platforms", "seconds"}`` (also :attr:`initial`).
+        """
+        valid, xloss = self.validation(0, evaluations)
+        self.initial = {"round": 0, "cross_platform_loss": xloss, "platforms": valid, "seconds": round(seconds, 2)}
+        shown = "n/a" if xloss is None else f"{xloss:.4f}"
+        self.log(logging.INFO, f"round 0 (initial adapter, before training): xloss {shown} | {seconds:.1f}s")
+        return self.initial
 
     def round_line(self, entry: dict[str, Any]) -> str:
         """One progress line for a round."""
@@ -471,6 +512,7 @@ class Coordinator:
                 "mean_round_seconds": float(np.mean([h["seconds"] for h in rounds])) if rounds else None,
                 "rejected": sum(len(h["rejected"]) for h in rounds),
                 "history": self.history,
+                "initial": self.initial,
             },
             privacy=self.privacy_summary(),
         )
@@ -526,6 +568,10 @@ class Transport(Protocol):
 def run_rounds(co: Coordinator, transport: Transport, command: str) -> dict[str, Any]:
     """The federated loop: resume, train/aggregate/evaluate each round, test the best adapter.
 
+    With ``federation.evaluate_initial`` the initial adapter is first scored on every
+    client's validation split (round 0, :meth:`Coordinator.record_initial`), once per run:
+    a resumed run keeps the checkpoint's.
+
     Parameters
     ----------
     co : Coordinator
@@ -541,6 +587,10 @@ def run_rounds(co: Coordinator, transport: Transport, command: str) -> dict[str,
         The results document (also written to the run directory).
     """
     done = co.resume()
+    if co.fed.get("evaluate_initial", False) and co.initial is None:
+        start = time.perf_counter()
+        evaluations, _ = transport.evaluate_round(0, co, co.initial_state, "valid")
+        co.record_initial(evaluations, time.perf_counter() - start)
     for rnd in range(done + 1, int(co.fed.rounds) + 1):
         start = time.perf_counter()
         down = transport.train_round(rnd, co)

@@ -20,6 +20,7 @@ from fedrec.federated.server import (
     Coordinator,
     initial_adapter,
     prepare_run_config,
+    run_rounds,
 )
 from server.app import FedrecStrategy
 from tests.conftest import REPO_ROOT
@@ -148,6 +149,50 @@ def test_best_round_checkpoint_and_resume(tmp_path: Path) -> None:
         other.resume()
     fresh, _ = _coordinator(tmp_path, "federation.resume=false")
     assert fresh.resume() == 0
+
+
+class _ScriptedTransport:
+    """Clients in name only: every platform sends a perturbed adapter; the validation loss is 9 - round."""
+
+    def __init__(self) -> None:
+        self.evaluations: list[tuple[int, str, bool]] = []  # (round, split, the initial adapter was sent)
+
+    def train_round(self, server_round: int, co: Coordinator) -> int:
+        co.aggregate_train(
+            server_round, [ClientUpdate("1", p, _perturbed(co.global_state, server_round), 10) for p in co.platforms]
+        )
+        return 0
+
+    def evaluate_round(
+        self, server_round: int, co: Coordinator, state: dict[str, np.ndarray], split: str
+    ) -> tuple[list[ClientEvaluation], int]:
+        self.evaluations.append((server_round, split, state is co.initial_state))
+        return _evals({p: 9.0 - server_round for p in co.platforms}), 0
+
+
+def test_round_zero_scores_the_initial_adapter_once(tmp_path: Path) -> None:
+    co, logs = _coordinator(tmp_path, "federation.evaluate_initial=true", "federation.rounds=2")
+    first = _ScriptedTransport()
+    doc = run_rounds(co, first, "simulate")
+    assert first.evaluations == [(0, "valid", True), (1, "valid", False), (2, "valid", False), (2, "test", False)]
+    initial = doc["federation"]["initial"]
+    assert initial["round"] == 0 and initial["cross_platform_loss"] == pytest.approx(9.0)
+    assert set(initial["platforms"]) == {"video", "ecommerce", "social"}
+    assert [h["round"] for h in doc["federation"]["history"]] == [1, 2] and doc["federation"]["best_round"] == 2
+    assert any("round 0 (initial adapter" in m for _, m in logs)
+
+    # a resumed run keeps the checkpoint's round 0 instead of scoring the (no longer current) start again
+    again, _ = _coordinator(
+        tmp_path, "federation.evaluate_initial=true", "federation.rounds=3", "federation.resume=true"
+    )
+    second = _ScriptedTransport()
+    assert run_rounds(again, second, "simulate")["federation"]["initial"] == initial
+    assert [r for r, _, _ in second.evaluations] == [3, 3]
+
+    off, _ = _coordinator(tmp_path / "off", "federation.rounds=1")
+    third = _ScriptedTransport()
+    assert run_rounds(off, third, "simulate")["federation"]["initial"] is None
+    assert [r for r, _, _ in third.evaluations] == [1, 1]
 
 
 def test_private_federation_with_client_sampling_is_refused(tmp_path: Path) -> None:
