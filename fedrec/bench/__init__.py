@@ -12,7 +12,7 @@
     A Flower simulation's round time split into client compute, server aggregation and
     Flower/Ray overhead.
 ``scale`` (:mod:`fedrec.bench.scale`)
-    Simulated federations of 3, 30, 100 and 300 clients (the platforms' users split into
+    Simulated federations of 3, 30, 99 and 300 clients (the platforms' users split into
     shards, tiny BERT): round time, server and Ray memory, how they grow, where it stops.
 
 Shared machinery (machine line, medians, peak RSS, JSON, tables) is in
@@ -36,7 +36,7 @@ DESCRIPTION = """Benchmarks: each prints a table (with the machine it ran on) an
   encode  item-index build items/s and one user's top-10 latency p50/p99 (default platform social)
   comm    bytes per client per round per aggregation mode vs the backbone; a default run's total
   round   Flower simulation round time: client compute, server aggregation, Flower/Ray overhead
-  scale   3, 30, 100, 300 simulated clients (user shards, tiny BERT): round time, memory, growth
+  scale   3, 30, 99, 300 simulated clients (user shards, tiny BERT): round time, memory, growth
   all     all of the above, in that order
 
 Trailing arguments are Hydra overrides applied to every configuration the benchmark
@@ -71,7 +71,7 @@ def parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("round and scale")
     g.add_argument("--rounds", type=int, help="simulated rounds (round: default 5; scale: 3; smoke 2)")
     g = p.add_argument_group("scale")
-    g.add_argument("--clients", type=_counts, help="client counts, multiples of 3 (default 3,30,100,300; smoke 3,6)")
+    g.add_argument("--clients", type=_counts, help="client counts, multiples of 3 (default 3,30,99,300; smoke 3,6)")
     g.add_argument("--local-steps", type=int, help="local steps per client and round (default 2; smoke 1)")
     g.add_argument("--eval-users", type=int, help="validation users per client (default 20; smoke 5)")
     g.add_argument("--budget", type=float, help="seconds one size may take before it is stopped (default 1500)")

@@ -11,18 +11,21 @@ process of its own, started with a fresh Ray instance: ``cores / client_cpus`` a
 (``federation.object_store_mib``). While it runs this process samples the memory of
 that process tree: the server process (the driver: ServerApp, Coordinator, Flower's
 engine), the Ray actors (``ClientAppActor`` workers) and the other Ray processes
-(raylet, GCS, ...). Reported per size:
+(raylet, GCS, ...), and its CPU time. Reported per size:
 
 * median round wall time over the rounds after the first, the first round (builds every
   client), the sum of the clients' own work in a median round (training, evaluation,
   and rebuilding clients evicted from the per-process cache) and the bytes per round;
+* median CPU seconds of the whole tree per round (between the ends of consecutive
+  rounds, seen in the run's ``history.json``): on a machine shared with other jobs the
+  wall time measures their load as much as ours, the CPU time much less so;
 * peak RSS of the server process (its own ``VmHWM``) and of the Ray actors and all
   Ray processes (sampled every 0.25 s; RSS counts shared pages in every process).
 
 A size that goes over its time budget or the memory cap is stopped (its process group
 killed) and recorded with the reason; larger sizes are then not run. A size whose
-time, extrapolated linearly from the last completed one, would exceed the budget is
-skipped with that reason.
+time, extrapolated from the completed ones, would exceed the budget is skipped with
+that reason.
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ from fedrec.bench.common import (
 
 NAME = "scale"
 PLATFORMS = ("ecommerce", "video", "social")
-DEFAULT_CLIENTS = (3, 30, 100, 300)
+#: 3, 30, 100, 300 clients as multiples of the 3 platforms (100 -> 99: 33 shards each)
+DEFAULT_CLIENTS = (3, 30, 99, 300)
 SMOKE_CLIENTS = (3, 6)
 ACTOR_MARK = "ClientAppActor"
 
@@ -122,8 +126,8 @@ def round_figures(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- one size, in its own process ---------------------------------------------------------------
-def run_one(overrides: list[str], result_path: str | Path) -> dict[str, Any]:
-    """Run one simulation in this process and write its figures to ``result_path`` (JSON)."""
+def run_one(overrides: list[str], result_path: str | Path, run_dir: str | Path) -> dict[str, Any]:
+    """Run one simulation in this process (run directory ``run_dir``); write its figures to ``result_path``."""
     from fedrec.jobs import app_dir
 
     cfg = compose(overrides)
@@ -134,10 +138,9 @@ def run_one(overrides: list[str], result_path: str | Path) -> dict[str, Any]:
 
     start_mib = PeakRSS.current_mib()
     PeakRSS.reset()
-    with tempfile.TemporaryDirectory(prefix="fedrec-bench-scale-") as tmp:
-        t0 = time.perf_counter()
-        res = simulate(cfg, Path(tmp) / "run")
-        total = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = simulate(cfg, run_dir)
+    total = time.perf_counter() - t0
     history = res["federation"]["history"]
     out = {
         "rounds": [round_figures(h) for h in history],
@@ -152,27 +155,56 @@ def run_one(overrides: list[str], result_path: str | Path) -> dict[str, Any]:
     return out
 
 
-def _tree_rss(root: Any) -> tuple[float, float, float]:
-    """``(root RSS, Ray actors' RSS, other descendants' RSS)`` in MiB of a psutil process tree."""
-    import psutil
+class TreeSampler:
+    """RSS and CPU seconds of a process and all its descendants (the simulation and its Ray processes).
 
-    try:
-        own = root.memory_info().rss / MIB
-        kids = root.children(recursive=True)
-    except psutil.Error:
-        return 0.0, 0.0, 0.0
-    actors = other = 0.0
-    for p in kids:
+    Each :meth:`sample` reads every process of the tree: RSS summed for the root (the
+    server process), the Ray actors (``ClientAppActor`` in their command line) and the
+    other descendants, peaks kept; CPU seconds (user + system) kept per process id, so
+    a process that has exited still counts with its last reading.
+    """
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self.root = psutil.Process(pid)
+        self.cpu: dict[int, float] = {}
+        self.actor_pids: set[int] = set()
+        self.peaks = {"actors": 0.0, "ray": 0.0, "tree": 0.0}
+
+    def sample(self) -> float:
+        """Read the tree once; returns its current total RSS in MiB."""
+        import psutil
+
         try:
-            rss = p.memory_info().rss / MIB
-            cmd = " ".join(p.cmdline())
+            procs = [self.root, *self.root.children(recursive=True)]
         except psutil.Error:
-            continue
-        if ACTOR_MARK in cmd or ACTOR_MARK in p.name():
-            actors += rss
-        else:
-            other += rss
-    return own, actors, other
+            return 0.0
+        own = actors = other = 0.0
+        for p in procs:
+            try:
+                rss = p.memory_info().rss / MIB
+                t = p.cpu_times()
+                if p is not self.root and p.pid not in self.actor_pids and ACTOR_MARK in " ".join(p.cmdline()):
+                    self.actor_pids.add(p.pid)
+            except psutil.Error:
+                continue
+            self.cpu[p.pid] = t.user + t.system
+            if p is self.root:
+                own = rss
+            elif p.pid in self.actor_pids:
+                actors += rss
+            else:
+                other += rss
+        self.peaks["actors"] = max(self.peaks["actors"], actors)
+        self.peaks["ray"] = max(self.peaks["ray"], actors + other)
+        self.peaks["tree"] = max(self.peaks["tree"], own + actors + other)
+        return own + actors + other
+
+    @property
+    def cpu_s(self) -> float:
+        """CPU seconds the tree has used so far."""
+        return sum(self.cpu.values())
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -183,38 +215,51 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         pass
 
 
+def _history_length(path: Path, last_mtime: float) -> tuple[int | None, float]:
+    """Rounds in the run's ``history.json`` if it changed since ``last_mtime`` (written atomically each round)."""
+    try:
+        mtime = path.stat().st_mtime
+        if mtime == last_mtime:
+            return None, last_mtime
+        return len(json.loads(path.read_text())), mtime
+    except (OSError, ValueError):
+        return None, last_mtime
+
+
 def measure(overrides: list[str], budget_s: float, max_mib: float, log_path: Path) -> dict[str, Any]:
-    """Run one size in a child process, sampling its memory; stop it over ``budget_s`` or ``max_mib``.
+    """Run one size in a child process, sampling its tree; stop it over ``budget_s`` or ``max_mib``.
 
     Returns
     -------
     dict
         The child's figures (:func:`run_one`) plus ``actors_peak_mib``, ``ray_peak_mib``
-        (actors and other Ray processes), ``tree_peak_mib``, ``wall_s`` and, when it did
-        not finish, ``stopped`` (the reason).
+        (actors and other Ray processes), ``tree_peak_mib``, ``cpu_s`` (the tree's CPU
+        seconds), ``round_cpu_s`` (round number to the tree's CPU seconds between the end
+        of the previous round and the end of this one, from round 2), ``load_average``
+        (1 min, before and after), ``wall_s`` and, when it did not finish, ``stopped``.
     """
-    import psutil
-
     with tempfile.TemporaryDirectory(prefix="fedrec-bench-scale-") as tmp:
-        result = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", "fedrec.bench.scale", str(result), *overrides]
+        result, run_dir = Path(tmp) / "result.json", Path(tmp) / "run"
+        cmd = [sys.executable, "-m", "fedrec.bench.scale", str(result), str(run_dir), *overrides]
+        load = [os.getloadavg()[0]]
         start = time.perf_counter()
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        root = psutil.Process(proc.pid)
-        peaks = {"actors": 0.0, "ray": 0.0, "tree": 0.0}
+        tree = TreeSampler(proc.pid)
+        marks: dict[int, float] = {}  # rounds done -> the tree's CPU seconds then
+        mtime = 0.0
         stopped = None
         try:
             while proc.poll() is None:
-                own, actors, other = _tree_rss(root)
-                peaks["actors"] = max(peaks["actors"], actors)
-                peaks["ray"] = max(peaks["ray"], actors + other)
-                peaks["tree"] = max(peaks["tree"], own + actors + other)
+                total = tree.sample()
+                done, mtime = _history_length(run_dir / "history.json", mtime)
+                if done:
+                    marks.setdefault(done, tree.cpu_s)
                 elapsed = time.perf_counter() - start
                 if elapsed > budget_s:
                     stopped = f"over the time budget: still running after {elapsed:.0f} s (budget {budget_s:.0f} s)"
-                elif own + actors + other > max_mib:
-                    stopped = f"over the memory cap: {own + actors + other:.0f} MiB RSS (cap {max_mib:.0f} MiB)"
+                elif total > max_mib:
+                    stopped = f"over the memory cap: {total:.0f} MiB RSS (cap {max_mib:.0f} MiB)"
                 if stopped:
                     _kill_group(proc)
                     break
@@ -223,12 +268,21 @@ def measure(overrides: list[str], budget_s: float, max_mib: float, log_path: Pat
         finally:
             _kill_group(proc)  # whatever Ray left behind
         wall = time.perf_counter() - start
+        load.append(os.getloadavg()[0])
         out: dict[str, Any] = {}
         if stopped is None and proc.returncode == 0 and result.is_file():
             out = json.loads(result.read_text())
         elif stopped is None:
             stopped = f"the simulation failed (exit code {proc.returncode}); see {log_path}"
-    out.update(actors_peak_mib=peaks["actors"], ray_peak_mib=peaks["ray"], tree_peak_mib=peaks["tree"], wall_s=wall)
+    out.update(
+        actors_peak_mib=tree.peaks["actors"],
+        ray_peak_mib=tree.peaks["ray"],
+        tree_peak_mib=tree.peaks["tree"],
+        cpu_s=tree.cpu_s,
+        round_cpu_s={r: marks[r] - marks[r - 1] for r in sorted(marks) if r - 1 in marks},
+        load_average=load,
+        wall_s=wall,
+    )
     if stopped:
         out["stopped"] = stopped
     return out
@@ -237,16 +291,21 @@ def measure(overrides: list[str], budget_s: float, max_mib: float, log_path: Pat
 def summarise(clients: int, shards: int, fig: dict[str, Any]) -> dict[str, Any]:
     """A size's row: medians over the rounds after the first, memory peaks, the stop reason."""
     row: dict[str, Any] = {"clients": clients, "shards_per_platform": shards, "wall_s": fig.get("wall_s")}
-    for k in ("server_peak_mib", "server_start_mib", "actors_peak_mib", "ray_peak_mib", "tree_peak_mib"):
+    for k in ("server_peak_mib", "server_start_mib", "actors_peak_mib", "ray_peak_mib", "tree_peak_mib", "cpu_s"):
         row[k] = fig.get(k, math.nan)
+    row["load_average"] = fig.get("load_average")
     if "stopped" in fig:
         row["stopped"] = fig["stopped"]
     rounds = fig.get("rounds") or []
     if not rounds:
         return row
     later = rounds[1:] or rounds
+    cpu = {int(k): float(v) for k, v in (fig.get("round_cpu_s") or {}).items()}
+    for r in rounds:
+        r["cpu_s"] = cpu.get(r["round"], math.nan)
     row |= {
         "round_s": median(r["wall_s"] for r in later),
+        "round_cpu_s": median(cpu[r["round"]] for r in later if r["round"] in cpu),
         "first_round_s": rounds[0]["wall_s"],
         "work_s": median(r["train_s"] + r["eval_s"] + r["setup_s"] for r in later),
         "setup_s": median(r["setup_s"] for r in later),
@@ -258,7 +317,7 @@ def summarise(clients: int, shards: int, fig: dict[str, Any]) -> dict[str, Any]:
         "cross_platform_loss": fig.get("cross_platform_loss"),
         "test_users": fig.get("test_users"),
     }
-    row["ms_per_client"] = 1000 * row["round_s"] / clients
+    row["cpu_ms_per_client"] = 1000 * row["round_cpu_s"] / clients
     return row
 
 
@@ -283,9 +342,12 @@ def _estimate(done: Sequence[dict[str, Any]], n: int) -> tuple[float, str]:
         if math.isfinite(b1) and b1 > 0:
             return b0 + b1 * n, f"line through {len(done)} completed sizes: {b0:.0f} s + {b1:.2f} s per client"
     last = done[-1]
-    return float(last["wall_s"]) * n / int(
-        last["clients"]
-    ), f"proportional to {last['clients']} clients' {last['wall_s']:.0f} s"
+    rounds = sum(r["wall_s"] for r in last["rounds"])
+    fixed = float(last["wall_s"]) - rounds  # start-up, final test, shutdown: taken as not growing
+    return fixed + rounds * n / int(last["clients"]), (
+        f"{last['clients']} clients' {fixed:.0f} s outside the rounds + their {rounds:.0f} s of rounds x "
+        f"{n / int(last['clients']):.1f}"
+    )
 
 
 def run_scale(
@@ -312,7 +374,7 @@ def run_scale(
     out_dir : path-like, default "outputs/bench"
         Where the JSON goes (and ``bench_scale.log``, the simulations' output).
     clients : sequence of int, optional
-        Client counts, multiples of the number of platforms (default 3, 30, 100, 300).
+        Client counts, multiples of the number of platforms (default 3, 30, 99, 300).
     rounds : int, optional
         Rounds per simulation (default 3; smoke 2; at least 2: round 1 builds the clients).
     local_steps : int, optional
@@ -320,7 +382,7 @@ def run_scale(
     eval_users : int, optional
         ``federation.eval_max_users`` per client (default 20; smoke 5).
     budget_s : float, optional
-        Wall-time budget of one size (default 1500 s; smoke 300 s).
+        Wall-time budget of one size (default 1500 s; smoke 900 s).
     max_mib : float, default 6144
         Cap on the RSS of a size's whole process tree.
     object_store_mib : int, default 256
@@ -340,7 +402,7 @@ def run_scale(
         raise ValueError(f"the scale benchmark needs at least 2 rounds (round 1 builds the clients), got {rounds}")
     local_steps = local_steps or (1 if smoke else 2)
     eval_users = eval_users or (5 if smoke else 20)
-    budget_s = budget_s or (300.0 if smoke else 1500.0)
+    budget_s = budget_s or (900.0 if smoke else 1500.0)
     per_size = {
         n: base_overrides(
             smoke,
@@ -377,10 +439,11 @@ def run_scale(
     ok = [r for r in rows if "round_s" in r and "stopped" not in r]
     first = ok[0] if ok else {}
     for r in rows:
-        for k in ("round_s", "server_peak_mib", "actors_peak_mib"):
+        for k in ("round_s", "round_cpu_s", "server_peak_mib", "actors_peak_mib"):
             r[f"{k}_x"] = ratio(r.get(k, math.nan), first.get(k, math.nan))
     xs = [r["clients"] for r in ok]
     t0, t1 = fit_line(xs, [r["round_s"] for r in ok])
+    c0, c1 = fit_line(xs, [r["round_cpu_s"] for r in ok])
     m0, m1 = fit_line(xs, [r["server_peak_mib"] for r in ok])
     a0, a1 = fit_line(xs, [r["actors_peak_mib"] for r in ok])
     stopped = next((r for r in rows if "stopped" in r), None)
@@ -390,6 +453,8 @@ def run_scale(
         "stop_reason": None if stopped is None else stopped["stopped"],
         "round_s_fixed": t0,
         "round_ms_per_client": 1000 * t1,
+        "round_cpu_s_fixed": c0,
+        "round_cpu_ms_per_client": 1000 * c1,
         "server_mib_fixed": m0,
         "server_mib_per_100_clients": 100 * m1,
         "actors_mib_per_100_clients": 100 * a1,
@@ -414,7 +479,7 @@ def run_scale(
     table = []
     for r in rows:
         if "round_s" not in r:
-            table.append([str(r["clients"]), str(r["shards_per_platform"]), *["-"] * 10, r.get("stopped", "")])
+            table.append([str(r["clients"]), str(r["shards_per_platform"]), *["-"] * 12, r.get("stopped", "")])
             continue
         table.append(
             [
@@ -422,7 +487,9 @@ def run_scale(
                 str(r["shards_per_platform"]),
                 f"{r['round_s']:.2f}",
                 f"{r['round_s_x']:.1f}x",
-                f"{r['ms_per_client']:.0f}",
+                f"{r['round_cpu_s']:.2f}",
+                f"{r['round_cpu_s_x']:.1f}x",
+                f"{r['cpu_ms_per_client']:.0f}",
                 f"{r['first_round_s']:.1f}",
                 f"{r['work_s']:.2f}",
                 f"{r['server_peak_mib']:.0f}",
@@ -442,7 +509,9 @@ def run_scale(
             "shards",
             "round s",
             "x",
-            "ms/client",
+            "round CPU s",
+            "x",
+            "CPU ms/client",
             "round 1 s",
             "client work s",
             "server MiB",
@@ -456,14 +525,17 @@ def run_scale(
         machine,
         [
             f"round s = median wall time of rounds 2..{rounds} (x = vs {first.get('clients', '-')} clients); "
-            "round 1 builds every client. client work = the clients' training + evaluation + (re)build seconds "
+            "round CPU s = median CPU seconds (user + system) of the whole process tree per round, which other "
+            "jobs on the machine inflate less than the wall time; round 1 builds every client. "
+            "client work = the clients' training + evaluation + (re)build seconds "
             f"summed over a round; Ray runs {settings['ray_actors']} actors ({settings['client_cpus']:g} CPU each), "
             f"each keeps {settings['client_cache']} clients built (federation.client_cache) and one copy of each "
             "platform's data, encoder and item side.",
             "server MiB = peak RSS of the simulation's driver process (ServerApp, Coordinator, Flower's engine); "
             "actors MiB / Ray MiB = peak summed RSS of the Ray actors / of all Ray processes (sampled every 0.25 s, "
             f"shared pages counted in each); Ray object store capped at {object_store_mib} MiB.",
-            f"fit over completed sizes: round = {t0:.2f} s + {1000 * t1:.1f} ms x clients; server = {m0:.0f} MiB + "
+            f"fit over completed sizes: round = {t0:.2f} s + {1000 * t1:.1f} ms x clients, round CPU = {c0:.2f} s + "
+            f"{1000 * c1:.1f} ms x clients; server = {m0:.0f} MiB + "
             f"{100 * m1:.1f} MiB per 100 clients; actors + {100 * a1:.1f} MiB per 100 clients.",
             (
                 f"stops at {summary['stopped_at']} clients: {summary['stop_reason']}"
@@ -477,9 +549,9 @@ def run_scale(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Child entry point: ``python -m fedrec.bench.scale <result.json> [overrides]`` runs one size."""
+    """Child entry point: ``python -m fedrec.bench.scale <result.json> <run dir> [overrides]`` runs one size."""
     args = list(sys.argv[1:] if argv is None else argv)
-    run_one(args[1:], args[0])
+    run_one(args[2:], args[0], args[1])
     return 0
 
 

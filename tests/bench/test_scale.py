@@ -51,6 +51,7 @@ def test_scale_smoke(data_overrides: list[str], tmp_path: Path) -> None:
     assert [(r["clients"], r["shards_per_platform"]) for r in rows] == [(3, 1), (6, 2)]
     for r in rows:
         assert "stopped" not in r and r["round_s"] > 0 and r["first_round_s"] > r["round_s"]
+        assert 0 < r["round_cpu_s"] < r["cpu_s"] and r["rounds"][1]["cpu_s"] == r["round_cpu_s"]
         assert r["server_peak_mib"] > 100 and r["actors_peak_mib"] > 100 and r["ray_peak_mib"] >= r["actors_peak_mib"]
         assert [x["clients"] for x in r["rounds"]] == [r["clients"]] * 2  # every client trained each round
         assert r["test_users"] == {"ecommerce": 4905, "video": 943, "social": 1883}  # shards cover every user
