@@ -1,18 +1,22 @@
-"""Flower ClientApp: one client per platform, a thin transport over :mod:`fedrec.federated.client`.
+"""Flower ClientApp: one client per platform (or user shard), a thin transport over :mod:`fedrec.federated.client`.
 
 Which platform a client serves comes from its node config: ``platform='video'`` in
-deployment (``flower-supernode --node-config "platform='video' data-root='...'"``), or
-the partition id in simulation (partition i serves the i-th selected platform). The run's
+deployment (``flower-supernode --node-config "platform='video' data-root='...'"``, and
+``shard=3`` when ``federation.shards_per_platform`` splits the platforms), or the
+partition id in simulation (partition k serves platform ``k // shards``, user shard
+``k % shards``: :func:`fedrec.federated.shards.partition_client`). The run's
 resolved fedrec config arrives with every message (``fedrec-config``); what is local to a
 deployed node comes from its node config (``data-root``, ``cache-dir``, ``state-dir``,
 ``threads``), else from its environment (``FEDREC_DATA``, ``FEDREC_CACHE``), else
 ``./data`` and ``.fedrec_cache`` (relative to the SuperNode's working directory).
 
-The task is built once per process and reused. Flower starts a fresh ClientApp process
+The task is built once per process and reused (at most ``federation.client_cache``
+clients per process, sharing their platform's data, encoder and item side:
+:func:`fedrec.federated.client.cached_client`). Flower starts a fresh ClientApp process
 per message in deployment, so what is expensive is cached on the node's disk: the frozen
 lower-layer outputs (``<cache dir>/lower``) and the platform-local parameters after every
-round (``<state dir>/<run key>/<platform>/local-r<round>.pt``, state dir default
-``<cache dir>/client_state``).
+round (``<state dir>/<run key>/<client>/local-r<round>.pt``, client = the platform or
+``<platform>/<shard>``, state dir default ``<cache dir>/client_state``).
 
 Only adapter arrays, the number of training examples and metrics leave the client.
 """
@@ -26,9 +30,9 @@ from pathlib import Path
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
-from omegaconf import OmegaConf
 
-from fedrec.federated.client import PlatformClient, cached_client
+from fedrec.federated.client import PlatformClient, cached_client, run_config
+from fedrec.federated.shards import client_name, partition_client, shards_per_platform
 
 app = ClientApp()
 
@@ -39,24 +43,21 @@ def platform_client(msg: Message, context: Context) -> PlatformClient:
     """The (cached) :class:`PlatformClient` this node runs for the message's run."""
     conf = msg.content["config"]
     cfg_yaml = str(conf["fedrec-config"])
-    cfg = OmegaConf.create(cfg_yaml)
+    cfg = run_config(cfg_yaml)
     nc = context.node_config
-    names = list(cfg.platforms)
-    if "platform" in nc:  # deployment: one SuperNode per platform; its own paths, never the server's
-        platform = str(nc["platform"])
+    if "platform" in nc:  # deployment: one SuperNode per platform (or shard); its own paths, never the server's
+        platform, shard = str(nc["platform"]), int(nc.get("shard", 0))
         cache_dir = str(nc.get("cache-dir", "")) or os.environ.get("FEDREC_CACHE") or ".fedrec_cache"
         data_root = str(nc.get("data-root", "")) or os.environ.get("FEDREC_DATA") or "./data"
         state_root = str(nc.get("state-dir", "")) or str(Path(cache_dir) / "client_state")
         threads = int(nc.get("threads", 0)) or None
-    else:  # simulation: partition i serves the i-th selected platform
-        pid = int(nc["partition-id"])
-        if pid >= len(names):
-            raise ValueError(f"partition {pid} has no platform: the run selects {names}")
-        platform, data_root, cache_dir = names[pid], None, None
+    else:  # simulation: partition k serves platform k // shards, user shard k % shards
+        platform, shard = partition_client(cfg, int(nc["partition-id"]))
+        data_root, cache_dir = None, None
         state_root = str(cfg.federation.client_state_dir) or str(Path(cfg.data.cache_dir) / "client_state")
         threads = max(1, int(cfg.federation.client_cpus))
-    state_dir = Path(state_root) / str(conf["run-key"]) / platform
-    return cached_client(cfg_yaml, platform, state_dir, data_root, cache_dir, threads)
+    state_dir = Path(state_root) / str(conf["run-key"]) / client_name(platform, shard, shards_per_platform(cfg))
+    return cached_client(cfg_yaml, platform, state_dir, data_root, cache_dir, threads, shard)
 
 
 def arrays_in(msg: Message) -> dict:
@@ -92,7 +93,7 @@ def train(msg: Message, context: Context) -> Message:
         "setup-seconds": setup,  # building this platform's task in this process (0 when cached)
     }
     metrics.update(out.metrics)
-    info: dict[str, str] = {"platform": client.platform}
+    info: dict[str, str] = {"platform": client.platform, "client": client.name}
     if client.cfg.privacy.enabled:
         info["accountant"] = str(client.cfg.privacy.accountant)
     records: dict = {"metrics": MetricRecord(metrics), "info": ConfigRecord(info)}
@@ -122,5 +123,6 @@ def evaluate(msg: Message, context: Context) -> Message:
     metrics.update({"num-examples": int(m["users"]), "users": int(m["users"])})
     metrics["eval-seconds"] = time.perf_counter() - started  # the client's evaluation compute
     metrics["setup-seconds"] = setup  # building this platform's task in this process (0 when cached)
-    content = RecordDict({"metrics": MetricRecord(metrics), "info": ConfigRecord({"platform": client.platform})})
+    info = ConfigRecord({"platform": client.platform, "client": client.name})
+    content = RecordDict({"metrics": MetricRecord(metrics), "info": info})
     return Message(content, reply_to=msg)

@@ -14,7 +14,7 @@ from fedrec.model.backbone import TINY_BACKBONE, load_backbone, resolve_backbone
 from fedrec.model.encoder import LoraEncoder
 from fedrec.model.inputs import TextInputs
 from fedrec.model.two_tower import PlatformHead
-from fedrec.task import PlatformTask
+from fedrec.task import Catalogue, PlatformTask
 
 
 def load_datasets(cfg: DictConfig) -> dict[str, PlatformData]:
@@ -64,15 +64,10 @@ def build_encoder(model_cfg: DictConfig, seed: int = 0) -> tuple[LoraEncoder, Pr
     return encoder, tokenizer
 
 
-def build_task(
-    cfg: DictConfig,
-    data: PlatformData,
-    encoder: LoraEncoder,
-    tokenizer: PreTrainedTokenizerBase,
-) -> PlatformTask:
-    """A :class:`PlatformTask` for ``data`` with the configured inputs, head and caches."""
+def build_inputs(cfg: DictConfig, data: PlatformData, tokenizer: PreTrainedTokenizerBase) -> TextInputs:
+    """The tokenised catalogue and user-text builder of ``data`` with the configured lengths."""
     m, pcfg = cfg.model, cfg.platforms[data.name]
-    inputs = TextInputs(
+    return TextInputs(
         data,
         tokenizer,
         item_max_tokens=m.item_max_tokens,
@@ -81,14 +76,67 @@ def build_task(
         friend_signal=bool(pcfg.friend_signal),
         friend_tokens=m.friend_tokens,
     )
-    head = None
-    if m.hybrid:
-        with torch.random.fork_rng():
-            torch.manual_seed(cfg.seed)
-            head = PlatformHead(data.num_items, m.id_dim, m.id_init_std)
-    cache_dir = None
-    if m.cache_lower_layers:
-        cache_dir = str(Path(cfg.data.cache_dir).expanduser() / "lower")
+
+
+def build_head(cfg: DictConfig, num_items: int) -> PlatformHead | None:
+    """The platform-local item-ID embeddings (seeded with ``cfg.seed``), or None without ``model.hybrid``."""
+    m = cfg.model
+    if not m.hybrid:
+        return None
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        return PlatformHead(num_items, m.id_dim, m.id_init_std)
+
+
+def lower_cache_dir(cfg: DictConfig) -> str | None:
+    """Where the frozen lower layers' outputs are cached (None with ``model.cache_lower_layers`` off)."""
+    return str(Path(cfg.data.cache_dir).expanduser() / "lower") if cfg.model.cache_lower_layers else None
+
+
+def build_catalogue(cfg: DictConfig, data: PlatformData, inputs: TextInputs, encoder: LoraEncoder) -> Catalogue:
+    """The item side of ``data``'s task (:class:`~fedrec.task.Catalogue`), to share between user shards."""
+    return Catalogue.build(data, inputs, encoder, lower_cache_dir(cfg), backbone_key(cfg.model), cfg.train.progress)
+
+
+def build_task(
+    cfg: DictConfig,
+    data: PlatformData,
+    encoder: LoraEncoder,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    inputs: TextInputs | None = None,
+    head: PlatformHead | None = None,
+    catalogue: Catalogue | None = None,
+) -> PlatformTask:
+    """A :class:`PlatformTask` for ``data`` with the configured inputs, head and caches.
+
+    Parameters
+    ----------
+    cfg : DictConfig
+        The resolved config (``model``, ``train``, ``data``, ``platforms``).
+    data : PlatformData
+        The platform, or one user shard of it.
+    encoder : LoraEncoder
+        The shared encoder.
+    tokenizer : PreTrainedTokenizerBase, optional
+        Tokenises the catalogue; needed unless ``inputs`` is given.
+    inputs : TextInputs, optional
+        The platform's tokenised catalogue (possibly built for the whole platform):
+        reused through :meth:`TextInputs.with_data`.
+    head : PlatformHead, optional
+        A platform head to use (shared between shards, whose local state is loaded
+        before each use); default: a new one (:func:`build_head`).
+    catalogue : Catalogue, optional
+        The platform's item side, shared (default: built).
+    """
+    if inputs is None:
+        if tokenizer is None:
+            raise ValueError("build_task needs a tokenizer or prebuilt inputs")
+        inputs = build_inputs(cfg, data, tokenizer)
+    else:
+        inputs = inputs.with_data(data)
+    if head is None:
+        head = build_head(cfg, data.num_items)
+    m = cfg.model
     return PlatformTask(
         data,
         inputs,
@@ -99,8 +147,9 @@ def build_task(
         item_tower=m.item_tower,
         examples_per_user=cfg.train.examples_per_user,
         history_ids=m.history_ids,
-        cache_dir=cache_dir,
+        cache_dir=lower_cache_dir(cfg),
         backbone_key=backbone_key(m),
         seed=cfg.seed,
         progress=cfg.train.progress,
+        catalogue=catalogue,
     )

@@ -120,7 +120,22 @@ class FederationConfig:
     rounds: int = _f(5, "Federated rounds (train on the clients, aggregate, evaluate on the clients).")
     fraction_train: float = _f(1.0, "Fraction of the connected clients sampled for training each round.")
     min_clients: int = _f(
-        0, "Minimum clients to wait for and sample each round (0 = the number of selected platforms)."
+        0, "Minimum clients to wait for and sample each round (0 = every client: platforms x shards_per_platform)."
+    )
+    shards_per_platform: int = _f(
+        1,
+        "Clients per platform: each platform's users split into this many disjoint shards (user index modulo the "
+        "shard count), one client each, named <platform>/<shard>; per-platform results combine the shards "
+        "(evaluation user-weighted, training example-weighted). 1 = one client per platform.",
+    )
+    client_cache: int = _f(
+        16,
+        "Clients kept built per simulation process (least recently used evicted; a client's platform-local state is "
+        "on disk, so eviction costs only a rebuild). A platform's data, encoder and item side are built once per "
+        "process and shared by its shards.",
+    )
+    object_store_mib: int = _f(
+        0, "fedrec simulate: cap on Ray's object store in MiB (0 = Ray's default, 30% of the machine's memory)."
     )
     local_epochs: float = _f(
         0.2, "Local passes over a client's training examples per round (fractions allowed; 5 x 0.2 = one epoch)."
@@ -312,6 +327,12 @@ def validate(cfg: DictConfig) -> None:
     if fed.min_clients < 0 or fed.checkpoint_every < 1 or fed.client_cpus <= 0:
         raise ValueError(
             "federation.min_clients must be >= 0, federation.checkpoint_every >= 1 and federation.client_cpus > 0"
+        )
+    if fed.shards_per_platform < 1 or fed.client_cache < 1 or fed.object_store_mib < 0:
+        raise ValueError(
+            "federation.shards_per_platform and federation.client_cache must be >= 1 and "
+            f"federation.object_store_mib >= 0, got {fed.shards_per_platform}, {fed.client_cache}, "
+            f"{fed.object_store_mib}"
         )
     known = ("mostpop", "itemknn", "frozen_text")
     for key in ("baselines", "federation.compare_baselines"):

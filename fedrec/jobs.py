@@ -190,7 +190,13 @@ def simulate_job(cfg: DictConfig) -> dict[str, Any]:
         comparison["baselines"] = baselines(cfg, list(cfg.federation.compare_baselines))
         comparison["baselines_seconds"] = round(time.perf_counter() - t0, 2)
     doc["comparison"] = comparison
-    if cfg.federation.export_joint_model:
+    from fedrec.joint.export import unexportable
+
+    skip = unexportable(cfg)
+    if cfg.federation.export_joint_model and skip:
+        log.warning("no joint model: %s", skip)
+        doc["joint_model"] = {"skipped": skip}
+    elif cfg.federation.export_joint_model:
         from fedrec.joint import export_run
 
         t0 = time.perf_counter()

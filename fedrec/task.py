@@ -66,6 +66,43 @@ def build_examples(data: PlatformData, per_user: int, seed: int = 0) -> Examples
     return Examples(np.array(users, dtype=np.int64), np.array(targets, dtype=np.int64), hists)
 
 
+@dataclass
+class Catalogue:
+    """A platform's item side: token tensors, frozen lower-layer states and (frozen item tower) the index.
+
+    It depends on the catalogue and the frozen backbone only, so the tasks of one
+    platform's user shards share one (:meth:`PlatformTask.catalogue`).
+    """
+
+    item_tok: torch.Tensor
+    item_mask: torch.Tensor
+    item_hidden: torch.Tensor
+    index: torch.Tensor | None = None
+
+    @classmethod
+    def build(
+        cls,
+        data: PlatformData,
+        inputs: TextInputs,
+        encoder: LoraEncoder,
+        cache_dir: str | None = None,
+        backbone_key: str = "",
+        progress: bool = True,
+    ) -> Catalogue:
+        """Tokenise every item of ``data`` and run the frozen lower layers (cached on disk with ``cache_dir``)."""
+        item_tok, item_mask = inputs.items(range(data.num_items))
+        item_hidden = lower_states(
+            encoder,
+            item_tok,
+            item_mask,
+            cache_dir=cache_dir,
+            backbone_key=backbone_key,
+            desc=f"{data.name} items",
+            progress=progress,
+        )
+        return cls(item_tok, item_mask, item_hidden)
+
+
 def recent_ids(histories: Sequence[np.ndarray], n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``n`` most recent items of each history as ``(ids, mask)`` ``[B, <=n]``."""
     return pad([h[-n:].tolist() if n > 0 else [] for h in histories])
@@ -102,6 +139,10 @@ class PlatformTask:
         Seed of the example choice.
     progress : bool, default True
         Progress bars while building caches.
+    catalogue : Catalogue, optional
+        The item side of another task of the same platform and encoder (a task of
+        another user shard): shared instead of built. With the frozen item tower its
+        index is shared too.
     """
 
     def __init__(
@@ -119,19 +160,19 @@ class PlatformTask:
         backbone_key: str = "",
         seed: int = 0,
         progress: bool = True,
+        catalogue: Catalogue | None = None,
     ) -> None:
         self.data, self.inputs, self.history_ids = data, inputs, history_ids
         self.model = TwoTower(encoder, head, score=score, scale=scale, item_tower=item_tower)
-        self.item_tok, self.item_mask = inputs.items(range(data.num_items))
-        self.item_hidden = lower_states(
-            encoder,
-            self.item_tok,
-            self.item_mask,
-            cache_dir=cache_dir,
-            backbone_key=backbone_key,
-            desc=f"{data.name} items",
-            progress=progress,
-        )
+        if catalogue is None:
+            catalogue = Catalogue.build(data, inputs, encoder, cache_dir, backbone_key, progress)
+        elif catalogue.item_tok.shape[0] != data.num_items:
+            raise ValueError(
+                f"{data.name}: the shared catalogue has {catalogue.item_tok.shape[0]} items, not {data.num_items}"
+            )
+        self.catalogue = catalogue
+        self.item_tok, self.item_mask, self.item_hidden = catalogue.item_tok, catalogue.item_mask, catalogue.item_hidden
+        self._index: torch.Tensor | None = None
         self.examples = build_examples(data, examples_per_user, seed)
         self.user_tok, self.user_mask = inputs.users(self.examples.histories, self.examples.users.tolist())
         self.user_hidden = lower_states(
@@ -143,7 +184,6 @@ class PlatformTask:
             desc=f"{data.name} users",
             progress=progress,
         )
-        self.index: torch.Tensor | None = None
         self.cache_dir, self.backbone_key, self.progress = cache_dir, backbone_key, progress
         self._eval_states: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -168,6 +208,22 @@ class PlatformTask:
             self.model.head.load_state_dict(state)
 
     # -- item index -----------------------------------------------------------------------
+    @property
+    def index(self) -> torch.Tensor | None:
+        """The item text vectors ``[n_items, d]`` (None until :meth:`refresh_index`).
+
+        With the frozen item tower it is static and kept in the shared :class:`Catalogue`;
+        with the shared tower it depends on the adapters and is this task's own.
+        """
+        return self.catalogue.index if self.model.item_tower == "frozen" else self._index
+
+    @index.setter
+    def index(self, value: torch.Tensor | None) -> None:
+        if self.model.item_tower == "frozen":
+            self.catalogue.index = value
+        else:
+            self._index = value
+
     @torch.no_grad()
     def refresh_index(self, batch_size: int = 512) -> torch.Tensor:
         """Re-encode every catalogue item's text with the current model; returns ``[n_items, d]``."""

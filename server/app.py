@@ -43,36 +43,40 @@ def to_record(state: dict[str, Any]) -> ArrayRecord:
     return ArrayRecord({k: Array(v) for k, v in state.items()})
 
 
-def _platform(msg: Message) -> str:
+def _identity(msg: Message) -> tuple[str, str]:
+    """``(platform, client name)`` from the reply's info record (``client`` is "" for an unsplit platform)."""
     info = msg.content.config_records.get("info") if msg.has_content() else None
     if info is not None and "platform" in info:
-        return str(info["platform"])
-    return f"node-{msg.metadata.src_node_id}"
+        platform = str(info["platform"])
+        client = str(info.get("client", platform))
+        return platform, "" if client == platform else client
+    return f"node-{msg.metadata.src_node_id}", ""
 
 
 def reply_to_update(msg: Message) -> ClientUpdate:
     """Decode a training reply; whatever makes it unusable becomes the update's ``problem``."""
     node = str(msg.metadata.src_node_id)
+    platform, client = _identity(msg)
     if msg.has_error():
-        return ClientUpdate(node, _platform(msg), None, 0, problem=f"client error: {msg.error.reason}")
+        return ClientUpdate(node, platform, None, 0, problem=f"client error: {msg.error.reason}", client=client)
     content = msg.content
-    platform = _platform(msg)
     info = content.config_records.get("info")
     if info is not None and "refused" in info:  # the client declined to train (its privacy budget)
         metrics = dict(next(iter(content.metric_records.values()))) if content.metric_records else {}
         nums = {k.replace("-", "_"): float(v) for k, v in metrics.items() if isinstance(v, int | float)}
-        return ClientUpdate(node, platform, None, 0, nums, refused=str(info["refused"]))
+        return ClientUpdate(node, platform, None, 0, nums, refused=str(info["refused"]), client=client)
     if len(content.array_records) != 1 or len(content.metric_records) != 1:
-        return ClientUpdate(node, platform, None, 0, problem="expected exactly one ArrayRecord and one MetricRecord")
+        problem = "expected exactly one ArrayRecord and one MetricRecord"
+        return ClientUpdate(node, platform, None, 0, problem=problem, client=client)
     record = next(iter(content.array_records.values()))
     metrics = dict(next(iter(content.metric_records.values())))
     try:
         state = {k: v.numpy() for k, v in record.items()}
     except Exception as exc:  # noqa: BLE001 - any undecodable payload is a rejection reason
-        return ClientUpdate(node, platform, None, 0, problem=f"arrays could not be decoded: {exc}")
+        return ClientUpdate(node, platform, None, 0, problem=f"arrays could not be decoded: {exc}", client=client)
     n = metrics.pop("num-examples", None)
     other = {k.replace("-", "_"): float(v) for k, v in metrics.items() if isinstance(v, int | float)}
-    return ClientUpdate(node, platform, state, n, other, nbytes=record.count_bytes())
+    return ClientUpdate(node, platform, state, n, other, nbytes=record.count_bytes(), client=client)
 
 
 class FedrecStrategy(FedAvg):
@@ -105,14 +109,15 @@ class FedrecStrategy(FedAvg):
         return to_record(new), MetricRecord({"num-examples": total, "train-loss": loss})
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """Collect each platform's metrics (kept in :attr:`evaluations`); return their user-weighted mean."""
+        """Collect each client's metrics (kept in :attr:`evaluations`); return their user-weighted mean."""
         self.evaluations = []
         for msg in replies:
             if msg.has_error():
                 log(WARNING, "evaluation failed on node %s: %s", msg.metadata.src_node_id, msg.error.reason)
                 continue
             m = dict(next(iter(msg.content.metric_records.values())))
-            self.evaluations.append(ClientEvaluation(str(msg.metadata.src_node_id), _platform(msg), m))
+            platform, client = _identity(msg)
+            self.evaluations.append(ClientEvaluation(str(msg.metadata.src_node_id), platform, m, client))
         if not self.evaluations:
             return None
         users = sum(float(e.metrics["users"]) for e in self.evaluations)

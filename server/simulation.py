@@ -1,8 +1,11 @@
 """``fedrec simulate``: the selected platforms through Flower's simulation engine (Ray).
 
-One virtual SuperNode per platform (partition i serves the i-th platform), each
-ClientApp with ``federation.client_cpus`` CPUs (and as many torch threads), so two
-clients train at once on a 2-core machine. Flower's config home (``FLWR_HOME``) is
+One virtual SuperNode per client: per platform, or per user shard with
+``federation.shards_per_platform`` (partition k serves platform ``k // shards``, shard
+``k % shards``). Ray runs ``cores / federation.client_cpus`` actors (each a process
+serving the clients' messages one at a time, with as many torch threads as CPUs), so
+two clients train at once on a 2-core machine whatever the number of clients; Ray's
+object store is capped at ``federation.object_store_mib`` when set. Flower's config home (``FLWR_HOME``) is
 the run directory's ``flwr_home/`` (a user's ``~/.flwr`` is never touched), and
 Flower's runtime dependency installation is disabled: nothing is downloaded.
 """
@@ -19,6 +22,7 @@ from flwr.clientapp import ClientApp
 from omegaconf import DictConfig, OmegaConf
 
 from fedrec.federated.server import prepare_run_config
+from fedrec.federated.shards import client_names
 from fedrec.io import atomic_write
 from server.app import make_server_app
 
@@ -39,6 +43,16 @@ def quiet_logs() -> None:
     logging.getLogger("flwr").propagate = False
     for name in ("alembic", "sqlalchemy"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def ray_backend_config(cfg: DictConfig) -> dict[str, Any]:
+    """Flower's Ray backend settings: a fresh local Ray, every core, ``client_cpus`` per actor, the object store cap."""
+    fed = cfg.federation
+    # address "local": always a fresh Ray instance, never someone else's cluster
+    init: dict[str, Any] = {"address": "local", "num_cpus": os.cpu_count() or 1}
+    if int(fed.get("object_store_mib", 0)) > 0:
+        init["object_store_memory"] = int(fed.object_store_mib) * 1024**2
+    return {"init_args": init, "client_resources": {"num_cpus": float(fed.client_cpus), "num_gpus": 0.0}}
 
 
 def simulate(cfg: DictConfig, out_dir: str | Path, client_app: ClientApp | None = None) -> dict[str, Any]:
@@ -64,17 +78,13 @@ def simulate(cfg: DictConfig, out_dir: str | Path, client_app: ClientApp | None 
     config_path = atomic_write(out_dir / CONFIG_FILE, lambda fh: fh.write(text))
     flower_environment(out_dir)
     quiet_logs()
-    backend_config = {
-        # address "local": always a fresh Ray instance, never someone else's cluster
-        "init_args": {"address": "local", "num_cpus": os.cpu_count() or 1},
-        "client_resources": {"num_cpus": float(run_cfg.federation.client_cpus), "num_gpus": 0.0},
-    }
+    backend_config = ray_backend_config(run_cfg)
     results = out_dir / str(run_cfg.output)
     results.unlink(missing_ok=True)  # a resumed run writes a fresh one
     run_simulation(
         server_app=make_server_app(str(config_path), str(out_dir), "simulate"),
         client_app=client_app or default_client_app,
-        num_supernodes=len(run_cfg.platforms),
+        num_supernodes=len(client_names(run_cfg)),
         backend_config=backend_config,  # type: ignore[arg-type]
     )
     if not results.is_file():

@@ -11,6 +11,9 @@
 ``round`` (:mod:`fedrec.bench.rounds`)
     A Flower simulation's round time split into client compute, server aggregation and
     Flower/Ray overhead.
+``scale`` (:mod:`fedrec.bench.scale`)
+    Simulated federations of 3, 30, 99 and 300 clients (the platforms' users split into
+    shards, tiny BERT): round time, server and Ray memory, how they grow, where it stops.
 
 Shared machinery (machine line, medians, peak RSS, JSON, tables) is in
 :mod:`fedrec.bench.common`. ``--smoke`` runs every benchmark in seconds on the tiny
@@ -25,7 +28,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-BENCHMARKS = ("train", "encode", "comm", "round")
+BENCHMARKS = ("train", "encode", "comm", "round", "scale")
 
 DESCRIPTION = """Benchmarks: each prints a table (with the machine it ran on) and writes <out>/bench_<name>.json.
 
@@ -33,6 +36,7 @@ DESCRIPTION = """Benchmarks: each prints a table (with the machine it ran on) an
   encode  item-index build items/s and one user's top-10 latency p50/p99 (default platform social)
   comm    bytes per client per round per aggregation mode vs the backbone; a default run's total
   round   Flower simulation round time: client compute, server aggregation, Flower/Ray overhead
+  scale   3, 30, 99, 300 simulated clients (user shards, tiny BERT): round time, memory, growth
   all     all of the above, in that order
 
 Trailing arguments are Hydra overrides applied to every configuration the benchmark
@@ -64,13 +68,28 @@ def parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("encode")
     g.add_argument("--users", type=int, help="users timed for the latency (default 300)")
     g.add_argument("--items", type=int, default=-1, help="encode only the first N items (default: all)")
-    g = p.add_argument_group("round")
-    g.add_argument("--rounds", type=int, help="simulated rounds (default 5; smoke 2)")
+    g = p.add_argument_group("round and scale")
+    g.add_argument("--rounds", type=int, help="simulated rounds (round: default 5; scale: 3; smoke 2)")
+    g = p.add_argument_group("scale")
+    g.add_argument("--clients", type=_counts, help="client counts, multiples of 3 (default 3,30,99,300; smoke 3,6)")
+    g.add_argument("--local-steps", type=int, help="local steps per client and round (default 2; smoke 1)")
+    g.add_argument("--eval-users", type=int, help="validation users per client (default 20; smoke 5)")
+    g.add_argument("--budget", type=float, help="seconds one size may take before it is stopped (default 1500)")
+    g.add_argument("--max-mib", type=float, default=6144.0, help="RSS cap of a size's processes (default 6144)")
+    g.add_argument("--object-store-mib", type=int, default=256, help="Ray object store cap (default 256)")
     return p
 
 
+def _counts(text: str) -> list[int]:
+    """``"3,30"`` -> ``[3, 30]``."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
 def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
-    from fedrec.bench import comm, encode, rounds, train
+    from fedrec.bench import comm, encode, rounds, scale, train
 
     def run_train() -> Any:
         budget = None
@@ -102,6 +121,18 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
         ),
         "comm": lambda: comm.run_comm(args.overrides, smoke=args.smoke, out_dir=args.out),
         "round": lambda: rounds.run_round(args.overrides, smoke=args.smoke, out_dir=args.out, rounds=args.rounds),
+        "scale": lambda: scale.run_scale(
+            args.overrides,
+            smoke=args.smoke,
+            out_dir=args.out,
+            clients=args.clients,
+            rounds=args.rounds,
+            local_steps=args.local_steps,
+            eval_users=args.eval_users,
+            budget_s=args.budget,
+            max_mib=args.max_mib,
+            object_store_mib=args.object_store_mib,
+        ),
     }
 
 

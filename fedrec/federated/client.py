@@ -11,18 +11,24 @@ state of the round it resumes from.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fedrec.io import save_torch
+
+if TYPE_CHECKING:
+    from fedrec.task import PlatformTask
 
 log = logging.getLogger("fedrec.federated")
 
@@ -113,8 +119,49 @@ def client_config(
     return out  # type: ignore[return-value]  # a DictConfig built from one
 
 
+class PlatformParts:
+    """What the clients of one platform share in a process: data, encoder, item side, head.
+
+    The clients of a platform's user shards differ only in their users; the platform's
+    data, the encoder, the tokenised catalogue with its frozen lower-layer states and
+    the item index are built once here. The platform head (item-ID embeddings) is one
+    module too: every client loads its own platform-local state into it before each
+    use (:meth:`PlatformClient._load`), so it holds no client's state between calls.
+
+    Parameters
+    ----------
+    cfg : DictConfig
+        The config restricted to the platform (:func:`client_config`).
+    platform : str
+        The platform.
+    """
+
+    def __init__(self, cfg: DictConfig, platform: str) -> None:
+        from fedrec.build import build_catalogue, build_encoder, build_head, build_inputs, load_datasets
+
+        self.cfg, self.platform = cfg, platform
+        self.data = load_datasets(cfg)[platform]
+        self.encoder, tokenizer = build_encoder(cfg.model, cfg.seed)
+        if cfg.federation.aggregation == "ffa":
+            self.encoder.freeze_lora_a()
+        self.inputs = build_inputs(cfg, self.data, tokenizer)
+        self.head = build_head(cfg, self.data.num_items)
+        self.catalogue = build_catalogue(cfg, self.data, self.inputs, self.encoder)
+        self.initial_local = (
+            {} if self.head is None else {k: v.detach().clone() for k, v in self.head.state_dict().items()}
+        )
+
+    def task(self, shard: int = 0, shards: int = 1) -> PlatformTask:
+        """The task of one user shard (the whole platform when ``shards == 1``), sharing these parts."""
+        from fedrec.build import build_task
+        from fedrec.data.shard import shard_users
+
+        data = shard_users(self.data, shards, shard)
+        return build_task(self.cfg, data, self.encoder, inputs=self.inputs, head=self.head, catalogue=self.catalogue)
+
+
 class PlatformClient:
-    """A federated client for one platform (built once per process, reused every round).
+    """A federated client for one platform, or one user shard of it (reused every round).
 
     Parameters
     ----------
@@ -128,6 +175,12 @@ class PlatformClient:
         Node-specific overrides of ``data.root`` / ``data.cache_dir``.
     threads : int, optional
         torch intra-op threads (default: ``train.threads``).
+    shard : int, default 0
+        The user shard it serves (``0 <= shard < federation.shards_per_platform``;
+        :func:`fedrec.data.shard.shard_users`).
+    parts : PlatformParts, optional
+        The platform's shared parts, built by another client of the same platform and
+        config in this process (default: built here).
     """
 
     def __init__(
@@ -138,26 +191,28 @@ class PlatformClient:
         data_root: str | None = None,
         cache_dir: str | None = None,
         threads: int | None = None,
+        shard: int = 0,
+        parts: PlatformParts | None = None,
     ) -> None:
-        from fedrec.build import build_encoder, build_task, load_datasets
         from fedrec.federated.server import check_supported
+        from fedrec.federated.shards import client_index, client_name, shards_per_platform
 
         check_supported(cfg)
-        self.platform = platform
-        self.platform_index = list(cfg.platforms).index(platform) if platform in cfg.platforms else -1
+        self.platform, self.shard = platform, shard
+        shards = shards_per_platform(cfg)
+        self.name = client_name(platform, shard, shards)
+        self.platform_index = client_index(cfg, platform, shard)
         self.cfg = client_config(cfg, platform, data_root, cache_dir)
         self.cfg.train.progress = False
         torch.set_num_threads(int(threads or self.cfg.train.threads))
         start = time.perf_counter()
-        data = load_datasets(self.cfg)[platform]
-        self.encoder, tokenizer = build_encoder(self.cfg.model, self.cfg.seed)
-        if self.cfg.federation.aggregation == "ffa":
-            self.encoder.freeze_lora_a()
-        self.task = build_task(self.cfg, data, self.encoder, tokenizer)
+        self.parts = parts if parts is not None else PlatformParts(self.cfg, platform)
+        self.encoder = self.parts.encoder
+        self.task = self.parts.task(shard, shards)
         self.store = LocalStateStore(state_dir)
-        self.initial_local = self.task.local_state()
+        self.initial_local = self.parts.initial_local
         self.build_seconds = time.perf_counter() - start
-        log.info("client %s built in %.1fs (%d users)", platform, self.build_seconds, data.num_users)
+        log.info("client %s built in %.1fs (%d users)", self.name, self.build_seconds, self.task.data.num_users)
 
     def _load(self, global_state: dict[str, np.ndarray], local_round: int) -> None:
         self.encoder.load_adapter_state(to_torch(global_state))
@@ -286,7 +341,24 @@ class PlatformClient:
         return self.task.evaluate(split, batch_size=self.cfg.train.eval_batch_size, users=users)
 
 
-_CLIENTS: dict[str, PlatformClient] = {}
+#: this process's built clients (least recently used first) and their platforms' shared parts
+_CLIENTS: OrderedDict[str, PlatformClient] = OrderedDict()
+_PARTS: OrderedDict[str, PlatformParts] = OrderedDict()
+#: clients kept built when the config does not say (``federation.client_cache``)
+DEFAULT_CLIENT_CACHE = 16
+
+
+@functools.lru_cache(maxsize=4)
+def run_config(cfg_yaml: str) -> DictConfig:
+    """The run's config parsed from the YAML every message carries (parsed once per process; read-only)."""
+    cfg = OmegaConf.create(cfg_yaml)
+    assert isinstance(cfg, DictConfig)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def _key(*parts: object) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
 def cached_client(
@@ -296,15 +368,30 @@ def cached_client(
     data_root: str | None = None,
     cache_dir: str | None = None,
     threads: int | None = None,
+    shard: int = 0,
 ) -> PlatformClient:
-    """A :class:`PlatformClient`, built on first use in this process and reused after.
+    """A :class:`PlatformClient`, built on first use in this process and reused while it is cached.
 
-    The cache key covers the config text and every argument, so a new run (or a changed
-    config) builds a new client; the lower-layer caches on disk make that rebuild cheap.
+    At most ``federation.client_cache`` clients stay built (least recently used evicted):
+    a client holds nothing between calls that is not also on its disk (the platform-local
+    state of every round, the privacy ledger), so an evicted client is rebuilt as it was,
+    at the cost of its users' caches. The clients of one platform share its heavy parts
+    (:class:`PlatformParts`), kept for the platforms of the latest run only. The cache
+    keys cover the config text and every argument, so a new run builds new clients; the
+    lower-layer caches on disk make that cheap.
     """
-    key = hashlib.sha256(repr((cfg_yaml, platform, str(state_dir), data_root, cache_dir, threads)).encode()).hexdigest()
-    if key not in _CLIENTS:
-        cfg = OmegaConf.create(cfg_yaml)
-        assert isinstance(cfg, DictConfig)
-        _CLIENTS[key] = PlatformClient(cfg, platform, state_dir, data_root, cache_dir, threads)
-    return _CLIENTS[key]
+    key = _key(cfg_yaml, platform, shard, str(state_dir), data_root, cache_dir, threads)
+    if key in _CLIENTS:
+        _CLIENTS.move_to_end(key)
+        return _CLIENTS[key]
+    cfg = run_config(cfg_yaml)
+    pkey = _key(cfg_yaml, platform, data_root, cache_dir)
+    client = PlatformClient(cfg, platform, state_dir, data_root, cache_dir, threads, shard, _PARTS.get(pkey))
+    _PARTS[pkey] = client.parts
+    _PARTS.move_to_end(pkey)
+    while len(_PARTS) > len(cfg.platforms):
+        _PARTS.popitem(last=False)
+    _CLIENTS[key] = client
+    while len(_CLIENTS) > max(1, int(cfg.federation.get("client_cache", DEFAULT_CLIENT_CACHE))):
+        _CLIENTS.popitem(last=False)
+    return client

@@ -14,7 +14,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from fedrec.federated.aggregate import state_nbytes
-from fedrec.federated.client import PlatformClient
+from fedrec.federated.client import PlatformClient, PlatformParts
 from fedrec.federated.server import (
     ClientEvaluation,
     ClientUpdate,
@@ -23,43 +23,56 @@ from fedrec.federated.server import (
     prepare_run_config,
     run_rounds,
 )
+from fedrec.federated.shards import client_names, partition_client
 
 
 class LocalTransport:
-    """Calls one :class:`PlatformClient` per platform directly (all rounds, all platforms)."""
+    """Calls every client (one per platform, or per user shard) directly: all rounds, all clients.
+
+    The clients of one platform share its :class:`~fedrec.federated.client.PlatformParts`.
+    """
 
     def __init__(self, cfg: DictConfig, state_root: str | Path, threads: int | None = None) -> None:
         self.clients: dict[str, PlatformClient] = {}
+        self.parts: dict[str, PlatformParts] = {}
         self.cfg, self.state_root, self.threads = cfg, Path(state_root), threads
 
-    def _client(self, platform: str, run_key: str) -> PlatformClient:
-        if platform not in self.clients:
-            folder = self.state_root / run_key / platform
-            self.clients[platform] = PlatformClient(self.cfg, platform, folder, threads=self.threads)
-        return self.clients[platform]
+    def _client(self, name: str, run_key: str) -> PlatformClient:
+        if name not in self.clients:
+            platform, shard = partition_client(self.cfg, client_names(self.cfg).index(name))
+            folder = self.state_root / run_key / name
+            client = PlatformClient(
+                self.cfg, platform, folder, threads=self.threads, shard=shard, parts=self.parts.get(platform)
+            )
+            self.clients[name] = client
+            self.parts[platform] = client.parts
+        return self.clients[name]
 
     def train_round(self, server_round: int, co: Coordinator) -> int:
-        """Train every platform from the global adapter and aggregate."""
+        """Train every client from the global adapter and aggregate."""
         updates = []
-        for p in co.platforms:
-            out = self._client(p, co.run_key).train(co.global_state, server_round)
+        for name in co.clients:
+            c = self._client(name, co.run_key)
+            out = c.train(co.global_state, server_round)
             metrics = {"train_loss": out.loss, "steps": float(out.steps), "train_seconds": out.seconds, **out.metrics}
             if out.refused is not None:
-                updates.append(ClientUpdate("local", p, None, 0, metrics, refused=out.refused))
+                updates.append(ClientUpdate("local", c.platform, None, 0, metrics, refused=out.refused, client=name))
                 continue
-            updates.append(ClientUpdate("local", p, out.state, out.num_examples, metrics, state_nbytes(out.state)))
+            nbytes = state_nbytes(out.state)
+            updates.append(ClientUpdate("local", c.platform, out.state, out.num_examples, metrics, nbytes, client=name))
         co.aggregate_train(server_round, updates)
         return state_nbytes(co.global_state)
 
     def evaluate_round(
         self, server_round: int, co: Coordinator, state: dict[str, np.ndarray], split: str
     ) -> tuple[list[ClientEvaluation], int]:
-        """Score ``state`` on every platform's ``split``."""
+        """Score ``state`` on every client's ``split``."""
         max_users = int(co.fed.eval_max_users) if split == "valid" else -1
         out = []
-        for p in co.platforms:
-            m = self._client(p, co.run_key).evaluate(state, split, server_round, max_users)
-            out.append(ClientEvaluation("local", p, {**m, "num-examples": m["users"]}))
+        for name in co.clients:
+            c = self._client(name, co.run_key)
+            m = c.evaluate(state, split, server_round, max_users)
+            out.append(ClientEvaluation("local", c.platform, {**m, "num-examples": m["users"]}, name))
         return out, state_nbytes(state)
 
 

@@ -6,6 +6,10 @@ logged reason), turns the clients' validation results into the cross-platform lo
 keeps the best round by that loss, writes an atomic checkpoint (global adapter, best
 adapter, round, history) and, with ``federation.resume``, continues from it. The
 Flower ServerApp (``server/app.py``) only moves messages between it and the clients.
+
+Clients are keyed by name: the platform, or ``<platform>/<shard>`` when
+``federation.shards_per_platform`` splits every platform's users into shards; the
+per-platform figures then combine the shards (:mod:`fedrec.federated.shards`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fedrec.federated.aggregate import aggregate, check_update, check_weight, state_nbytes
 from fedrec.federated.client import to_numpy
+from fedrec.federated.shards import by_platform, client_names, shards_per_platform
 from fedrec.io import save_torch, write_json
 from fedrec.results import METRIC_KEYS, cross_platform_loss, results_document
 
@@ -57,6 +62,10 @@ class ClientUpdate:
         Bytes of the received arrays.
     problem : str, optional
         Set when the transport already found the reply unusable.
+    refused : str, optional
+        The client declined to train (its privacy budget), with this reason.
+    client : str, default ""
+        The client's name (``video/3`` for a user shard); "" = the platform's name.
     """
 
     node: str
@@ -67,15 +76,27 @@ class ClientUpdate:
     nbytes: int = 0
     problem: str | None = None
     refused: str | None = None
+    client: str = ""
+
+    @property
+    def name(self) -> str:
+        """The client's name (its platform unless it serves a user shard)."""
+        return self.client or self.platform
 
 
 @dataclass
 class ClientEvaluation:
-    """One client's evaluation reply: its platform and metrics (loss, HR@10, ...)."""
+    """One client's evaluation reply: its platform, metrics (loss, HR@10, ...) and name (``""`` = the platform)."""
 
     node: str
     platform: str
     metrics: dict[str, float]
+    client: str = ""
+
+    @property
+    def name(self) -> str:
+        """The client's name (its platform unless it serves a user shard)."""
+        return self.client or self.platform
 
 
 def check_supported(cfg: DictConfig) -> None:
@@ -87,12 +108,19 @@ def check_supported(cfg: DictConfig) -> None:
         With ``privacy.enabled`` and ``federation.fraction_train < 1``: the client's
         accounting assumes it trains every round it is planned for (its noise is
         calibrated for ``federation.rounds`` rounds); sampled participation is not
-        accounted for.
+        accounted for. With ``privacy.enabled`` and ``federation.shards_per_platform > 1``:
+        each shard would keep its own ledger and the platform's epsilon over its shards
+        is not reported.
     """
     priv = cfg.get("privacy")
     if priv is not None and priv.get("enabled", False) and float(cfg.federation.fraction_train) < 1.0:
         raise ValueError(
             "privacy.enabled=true needs federation.fraction_train=1.0 (each platform's DP plan covers every round)"
+        )
+    if priv is not None and priv.get("enabled", False) and shards_per_platform(cfg) > 1:
+        raise ValueError(
+            "privacy.enabled=true needs federation.shards_per_platform=1 (a platform's privacy ledger and epsilon "
+            "are per client; split platforms are not accounted for)"
         )
 
 
@@ -100,7 +128,7 @@ def describe(cfg: DictConfig) -> dict[str, Any]:
     """The settings a checkpoint must share with the run that resumes it."""
     c = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(c, dict)
-    return {
+    out = {
         "seed": c["seed"],
         "platforms": sorted(c["platforms"]),
         "model": c["model"],
@@ -108,6 +136,9 @@ def describe(cfg: DictConfig) -> dict[str, Any]:
         "local_epochs": c["federation"]["local_epochs"],
         "local_steps": c["federation"]["local_steps"],
     }
+    if shards_per_platform(cfg) > 1:  # absent when 1: checkpoints written before sharding existed still match
+        out["shards_per_platform"] = shards_per_platform(cfg)
+    return out
 
 
 def initial_adapter(cfg: DictConfig) -> tuple[dict[str, np.ndarray], int]:
@@ -156,6 +187,8 @@ class Coordinator:
         self.fed = cfg.federation
         self.mode = str(self.fed.aggregation)
         self.platforms = list(cfg.platforms)
+        self.shards = shards_per_platform(cfg)
+        self.clients = client_names(cfg)  # the platforms themselves unless they are split into user shards
         self.out_dir = Path(out_dir)
         ckpt = str(self.fed.checkpoint_dir or "")
         self.ckpt_dir = Path(ckpt).expanduser() if ckpt else self.out_dir / "checkpoint"
@@ -179,7 +212,7 @@ class Coordinator:
     @property
     def min_clients(self) -> int:
         """Clients to wait for and sample each round."""
-        return int(self.fed.min_clients) or len(self.platforms)
+        return int(self.fed.min_clients) or len(self.clients)
 
     def message_config(self, split: str = "valid", local_round: int | None = None) -> dict[str, Any]:
         """What every client message carries besides the arrays (the config travels with it)."""
@@ -212,11 +245,11 @@ class Coordinator:
             return 0
         ck = torch.load(self.checkpoint_path, weights_only=True)
         saved, now = json.loads(ck["describe"]), describe(self.cfg)
-        diff = sorted(k for k in now if saved.get(k) != now[k])
+        diff = sorted(k for k in set(now) | set(saved) if saved.get(k) != now.get(k))
         if diff:
             raise ValueError(
                 f"cannot resume from {self.checkpoint_path}: it was written with different {', '.join(diff)} "
-                f"(checkpoint {[saved.get(k) for k in diff]}, now {[now[k] for k in diff]})"
+                f"(checkpoint {[saved.get(k) for k in diff]}, now {[now.get(k) for k in diff]})"
             )
         state = to_numpy(ck["global"])
         problem = check_update(state, self.expected)
@@ -258,6 +291,10 @@ class Coordinator:
         return self.seconds_before + time.perf_counter() - self.started
 
     # -- a round ----------------------------------------------------------------------
+    def _who(self, u: ClientUpdate) -> dict[str, str]:
+        """How a history entry names a client: its platform, and its name when platforms are split."""
+        return {"platform": u.platform, "client": u.name} if self.shards > 1 else {"platform": u.platform}
+
     def aggregate_train(self, server_round: int, updates: Sequence[ClientUpdate]) -> dict[str, np.ndarray] | None:
         """Validate the updates, aggregate the accepted ones into the new global adapter.
 
@@ -274,10 +311,10 @@ class Coordinator:
         accepted: list[ClientUpdate] = []
         rejected: list[dict[str, str]] = []
         refused: list[dict[str, Any]] = []
-        for u in sorted(updates, key=lambda x: (x.platform, x.node)):
+        for u in sorted(updates, key=lambda x: (x.name, x.node)):
             if u.refused is not None:  # the client's own decision (privacy budget), not a faulty update
-                refused.append({"platform": u.platform, "node": u.node, "reason": u.refused, **u.metrics})
-                self.log(logging.WARNING, f"round {server_round}: {u.platform} did not train: {u.refused}")
+                refused.append({**self._who(u), "node": u.node, "reason": u.refused, **u.metrics})
+                self.log(logging.WARNING, f"round {server_round}: {u.name} did not train: {u.refused}")
                 continue
             reason = u.problem
             if reason is None and u.state is None:
@@ -288,14 +325,14 @@ class Coordinator:
             if reason is None:
                 accepted.append(u)
             else:
-                rejected.append({"platform": u.platform, "node": u.node, "reason": reason})
+                rejected.append({**self._who(u), "node": u.node, "reason": reason})
                 self.log(
                     logging.WARNING,
-                    f"round {server_round}: rejected the update of {u.platform} (node {u.node}): {reason}",
+                    f"round {server_round}: rejected the update of {u.name} (node {u.node}): {reason}",
                 )
         self.pending = {
             "train": {
-                u.platform: {
+                u.name: {
                     "num_examples": int(u.num_examples),  # type: ignore[call-overload]
                     "bytes_up": u.nbytes,
                     **{k: float(v) for k, v in u.metrics.items()},
@@ -319,26 +356,32 @@ class Coordinator:
 
     def validation(
         self, server_round: int, evaluations: Sequence[ClientEvaluation]
-    ) -> tuple[dict[str, dict[str, float]], float | None]:
-        """Each platform's validation metrics in a round and their cross-platform loss.
+    ) -> tuple[dict[str, Any], dict[str, Any], float | None]:
+        """The clients' validation metrics in a round, per platform, and their cross-platform loss.
+
+        With user shards (``federation.shards_per_platform`` > 1) a platform's metrics
+        combine its shards' (:func:`fedrec.federated.shards.by_platform`).
 
         Returns
         -------
         tuple
-            ``({platform: metrics}, loss)``; the loss is None (and a warning logged) when a
-            platform did not report.
+            ``({client: metrics}, {platform: metrics}, loss)``; the loss is None (and a
+            warning logged) when a client did not report.
         """
-        valid = {e.platform: e.metrics for e in sorted(evaluations, key=lambda e: e.platform)}
-        if set(valid) != set(self.platforms):
-            missing = sorted(set(self.platforms) - set(valid))
+        client_valid: dict[str, Any] = {e.name: e.metrics for e in sorted(evaluations, key=lambda e: e.name)}
+        valid = client_valid
+        if self.shards > 1:
+            valid = by_platform(client_valid, self.platforms, evaluation=True)
+        if set(client_valid) != set(self.clients):
+            missing = sorted(set(self.clients) - set(client_valid))
             self.log(logging.WARNING, f"round {server_round}: no validation result from {missing}")
-            return valid, None
+            return client_valid, valid, None
         xloss = cross_platform_loss(
-            {p: m["loss"] for p, m in valid.items()},
-            {p: int(m.get("users", 1)) for p, m in valid.items()},
+            {p: valid[p]["loss"] for p in self.platforms},
+            {p: int(valid[p].get("users", 1)) for p in self.platforms},
             str(self.cfg.eval.loss_weights),
         )
-        return valid, xloss
+        return client_valid, valid, xloss
 
     def end_round(
         self, server_round: int, evaluations: Sequence[ClientEvaluation], bytes_down: int, seconds: float
@@ -361,19 +404,26 @@ class Coordinator:
         dict
             The round's history entry.
         """
-        valid, xloss = self.validation(server_round, evaluations)
-        train = self.pending.get("train", {})
-        up = [t["bytes_up"] for t in train.values()]
+        client_valid, valid, xloss = self.validation(server_round, evaluations)
+        client_train: dict[str, Any] = self.pending.get("train", {})
+        train = client_train
+        if self.shards > 1:  # per platform over its shards (fedrec.federated.shards says how)
+            train = by_platform(client_train, self.platforms, evaluation=False)
+        up = [t["bytes_up"] for t in client_train.values()]
         entry: dict[str, Any] = {
             "round": server_round,
             "cross_platform_loss": xloss,
             "platforms": {p: {"train": train.get(p), "valid": valid.get(p)} for p in self.platforms},
+        }
+        if self.shards > 1:
+            entry["clients"] = {c: {"train": client_train.get(c), "valid": client_valid.get(c)} for c in self.clients}
+        entry |= {
             "rejected": self.pending.get("rejected", []),
             "refused": self.pending.get("refused", []),
             "bytes": {
                 "down_per_client": bytes_down,
                 "up_per_client": max(up) if up else 0,
-                "total": bytes_down * (len(valid) or len(train)) + sum(up),
+                "total": bytes_down * (len(client_valid) or len(client_train)) + sum(up),
             },
             "seconds": round(seconds, 2),
             # server time in aggregate_train: validating and aggregating the updates
@@ -409,7 +459,7 @@ class Coordinator:
         dict
             ``{"round": 0, "cross_platform_loss", "platforms", "seconds"}`` (also :attr:`initial`).
         """
-        valid, xloss = self.validation(0, evaluations)
+        _, valid, xloss = self.validation(0, evaluations)
         self.initial = {"round": 0, "cross_platform_loss": xloss, "platforms": valid, "seconds": round(seconds, 2)}
         shown = "n/a" if xloss is None else f"{xloss:.4f}"
         self.log(logging.INFO, f"round 0 (initial adapter, before training): xloss {shown} | {seconds:.1f}s")
@@ -493,7 +543,13 @@ class Coordinator:
         """
         save_torch(self.out_dir / "global_adapter.pt", {k: torch.from_numpy(v) for k, v in self.global_state.items()})
         save_torch(self.out_dir / "best_adapter.pt", {k: torch.from_numpy(v) for k, v in self.best_state.items()})
-        platforms = {e.platform: {"test": e.metrics} for e in sorted(test, key=lambda e: e.platform)}
+        client_test = {e.name: e.metrics for e in sorted(test, key=lambda e: e.name)}
+        platforms = {p: {"test": m} for p, m in client_test.items()}
+        extra: dict[str, Any] = {}
+        if self.shards > 1:  # per platform over its shards (user-weighted), and every client's own
+            combined = by_platform(client_test, self.platforms, evaluation=True)
+            platforms = {p: {"test": m} for p, m in combined.items() if m is not None}
+            extra["clients"] = {c: {"test": m} for c, m in client_test.items()}
         adapter = state_nbytes(self.global_state)
         rounds = [h for h in self.history]
         doc = results_document(
@@ -515,6 +571,7 @@ class Coordinator:
                 "initial": self.initial,
             },
             privacy=self.privacy_summary(),
+            **extra,
         )
         write_json(self.out_dir / str(self.cfg.output), doc)
         return doc

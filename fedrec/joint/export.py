@@ -128,6 +128,22 @@ def export_joint_model(
     return out_dir
 
 
+def unexportable(cfg: DictConfig) -> str | None:
+    """Why a run's joint model cannot be exported (None when it can).
+
+    A platform split into user shards (``federation.shards_per_platform > 1``) with
+    hybrid scoring has one set of item-ID embeddings per shard and none for the platform.
+    """
+    from fedrec.federated.shards import shards_per_platform
+
+    if shards_per_platform(cfg) > 1 and cfg.model.hybrid:
+        return (
+            "its platforms were split into user shards, each with its own item-ID embeddings (model.hybrid): "
+            "there is no platform-level joint model to export"
+        )
+    return None
+
+
 def export_run(run_dir: str | Path, out: str | Path | None = None, adapter: str = "best") -> Path:
     """Export the joint model of a finished ``fedrec simulate`` run directory.
 
@@ -157,6 +173,9 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, adapter: str 
         raise ValueError(f"{run_dir} is not a finished fedrec simulate run: missing {', '.join(missing)}")
     cfg = OmegaConf.load(run_dir / "fedrec_config.yaml")
     assert isinstance(cfg, DictConfig)
+    problem = unexportable(cfg)
+    if problem:
+        raise ValueError(f"{run_dir}: {problem}")
     results = json.loads((run_dir / "results.json").read_text())
     fed = results.get("federation", {})
     rnd = int(fed.get("best_round") or fed.get("rounds") or 0) if adapter == "best" else int(fed.get("rounds") or 0)

@@ -8,6 +8,7 @@ with the friends' most played train items closes the text (its own token budget)
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from collections.abc import Sequence
 
@@ -99,19 +100,48 @@ class TextInputs:
         self.hist_tokens = [r[:user_item_tokens] for r in raw]
         self.user_max_tokens = user_max_tokens
         self.friend_tokens = friend_tokens if friend_signal else 0
-        self.friend_segment: dict[int, list[int]] = {}
+        self.friend_items = friend_items
+        self.friend_prefix: list[int] = []
         if friend_signal:
             if not data.friends:
                 raise ValueError(f"platform {data.name} has no friend graph; friend_signal needs one")
-            prefix = tokenizer("friends like", add_special_tokens=False)["input_ids"]
-            for user, friends in data.friends.items():
-                own = set(data.train[user].tolist()) | {int(data.valid[user])}
-                counts = Counter(i for f in friends for i in data.train[f].tolist() if i not in own)
-                top = [i for i, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:friend_items]]
-                seg = list(prefix)
-                for i in top:
-                    seg += self.hist_tokens[i][:4]
-                self.friend_segment[user] = seg[: friend_tokens - 1] + [self.sep]
+            self.friend_prefix = tokenizer("friends like", add_special_tokens=False)["input_ids"]
+        self.friend_segment = self._friend_segments(data)
+
+    def _friend_segments(self, data: PlatformData) -> dict[int, list[int]]:
+        """Each user's friend segment: the friends' most played train items they have not seen."""
+        out: dict[int, list[int]] = {}
+        if not self.friend_tokens:
+            return out
+        for user, friends in (data.friends or {}).items():
+            own = set(data.train[user].tolist()) | {int(data.valid[user])}
+            counts = Counter(i for f in friends for i in data.train[f].tolist() if i not in own)
+            top = [i for i, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: self.friend_items]]
+            seg = list(self.friend_prefix)
+            for i in top:
+                seg += self.hist_tokens[i][:4]
+            out[user] = seg[: self.friend_tokens - 1] + [self.sep]
+        return out
+
+    def with_data(self, data: PlatformData) -> TextInputs:
+        """These inputs for another user set of the same catalogue (a user shard), without re-tokenising.
+
+        The item tokens are shared; the friend segments are rebuilt from ``data``'s own
+        users and friend links. ``self`` when ``data`` is this object's data.
+
+        Raises
+        ------
+        ValueError
+            If ``data`` has another catalogue size.
+        """
+        if data is self.data:
+            return self
+        if data.num_items != self.data.num_items:
+            raise ValueError(f"{data.name}: {data.num_items} items, the tokenised catalogue has {self.data.num_items}")
+        out = copy.copy(self)
+        out.data = data
+        out.friend_segment = self._friend_segments(data)
+        return out
 
     def items(self, items: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Token tensors of the given items' texts."""
