@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedrec.bench.common import machine_info
 from fedrec.io import write_json
 
 MANIFEST = "experiments.json"
@@ -207,13 +208,6 @@ def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
-def _machine() -> dict[str, Any]:
-    """The machine record of :func:`fedrec.bench.common.machine_info`."""
-    from fedrec.bench.common import machine_info
-
-    return machine_info()
-
-
 def run_job(job: Job, timeout: float | None = None) -> dict[str, Any]:
     """Run one job in a subprocess (output into ``<run dir>/run.log``); returns its manifest record."""
     job.run_dir.mkdir(parents=True, exist_ok=True)
@@ -222,7 +216,7 @@ def run_job(job: Job, timeout: float | None = None) -> dict[str, Any]:
         "seed": job.seed,
         "command": shlex.join(["fedrec", *job.argv[3:]]),
         "started": _now(),
-        "machine": _machine(),
+        "machine": machine_info(),
     }
     start = time.perf_counter()
     with open(job.run_dir / LOG, "w", encoding="utf-8") as log:

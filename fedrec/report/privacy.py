@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from fedrec.io import atomic_write
+from fedrec.report.common import pyplot, save_png, table
 
 METRICS = ("HR@10", "NDCG@10", "MRR")
 
@@ -102,7 +103,7 @@ def markdown(runs: Sequence[SweepRun], reference: SweepRun | None, itemknn: dict
     platforms = sorted({p for r in runs for p in r.test})
     ref_macro = reference.macro() if reference else float("nan")
     head = ["setting", *(f"{p} NDCG@10 (eps spent)" for p in platforms), "macro NDCG@10", "vs non-private"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for r in [*runs, *([reference] if reference and reference not in runs else [])]:
         cells = [r.label]
         for p in platforms:
@@ -111,28 +112,23 @@ def markdown(runs: Sequence[SweepRun], reference: SweepRun | None, itemknn: dict
             cells.append(f"{r.test[p]['NDCG@10']:.4f}{spent}" if p in r.test else "")
         ratio = r.macro() / ref_macro if reference and ref_macro > 0 else float("nan")
         cells += [f"{r.macro():.4f}", f"{ratio:.0%}" if not math.isnan(ratio) else ""]
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
     if itemknn:
         cells = ["ItemKNN", *(f"{itemknn[p]:.4f}" if p in itemknn else "" for p in platforms)]
         cells += [f"{np.mean([itemknn[p] for p in platforms if p in itemknn]):.4f}", ""]
-        lines.append("| " + " | ".join(cells) + " |")
-    out = ["\n".join(lines), ""]
+        rows.append(cells)
+    out = [table(head, rows), ""]
     for metric in ("HR@10", "MRR"):
-        head = ["setting", *platforms]
-        rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for r in runs:
-            rows.append("| " + " | ".join([r.label, *(f"{r.test[p][metric]:.4f}" for p in platforms)]) + " |")
-        out += [f"{metric}:", "", "\n".join(rows), ""]
+        lines = [[r.label, *(f"{r.test[p][metric]:.4f}" for p in platforms)] for r in runs]
+        out += [f"{metric}:", "", table(["setting", *platforms], lines), ""]
     return "\n".join(out)
 
 
 def plot(runs: Sequence[SweepRun], reference: SweepRun | None, itemknn: dict[str, float], path: str | Path) -> Path:
     """PNG: target epsilon (log axis; inf at the right end) vs test NDCG@10 per platform, with reference lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.ticker
+
+    plt = pyplot()
 
     private = [r for r in runs if r.private and r.target is not None]
     finite = [r.target for r in private if r.target is not None and not math.isinf(r.target)]
@@ -165,11 +161,7 @@ def plot(runs: Sequence[SweepRun], reference: SweepRun | None, itemknn: dict[str
     ax.set_title("fedrec: privacy vs utility (federated, full ranking)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2, loc="best")
-    fig.tight_layout()
-    path = Path(path)
-    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def report(

@@ -35,6 +35,7 @@ import numpy as np
 
 from fedrec.experiments import FEDERATED, GRID, RESULTS, Row, load_manifest
 from fedrec.io import atomic_write
+from fedrec.report.common import pyplot, save_png, table
 
 METRICS = ("HR@10", "NDCG@10", "MRR")
 QUALITY = 0.95
@@ -249,13 +250,6 @@ def loss_curve(doc: dict[str, Any]) -> tuple[float | None, list[tuple[int, float
 
 
 # -- Markdown ---------------------------------------------------------------------------------
-def table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """A Markdown table."""
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def _n(stats: dict[str, dict[str, Stat]]) -> str:
     """The number of seeds behind a line of the table (the largest over its cells)."""
     n = max(s.n for ms in stats.values() for s in ms.values())
@@ -595,25 +589,6 @@ def bench_section(folder: str | Path | None, docs: dict[str, dict[str, Any]]) ->
 
 
 # -- plots ------------------------------------------------------------------------------------
-def _pyplot() -> Any:
-    """``matplotlib.pyplot`` on the non-interactive Agg backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> Path:
-    """Write ``fig`` to ``path`` as a PNG (atomically) and close it."""
-    plt = _pyplot()
-    fig.tight_layout()
-    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
-    plt.close(fig)
-    return path
-
-
 def mean_curve(docs: Iterable[dict[str, Any]]) -> dict[int, Stat]:
     """Round -> cross-platform loss over the runs (round 0 when recorded)."""
     by_round: dict[int, list[float]] = {}
@@ -631,7 +606,7 @@ def plot_loss(grid: Grid, path: Path) -> Path | None:
     modes = [r for r in GRID if r.kind == "federated" and r.epsilon is None and grid.runs(r)]
     if not modes:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for row in modes:
         curve = mean_curve(grid.runs(row).values())
@@ -648,7 +623,7 @@ def plot_loss(grid: Grid, path: Path) -> Path | None:
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_epsilon(grid: Grid, platforms: Sequence[str], path: Path) -> Path | None:
@@ -659,7 +634,7 @@ def plot_epsilon(grid: Grid, platforms: Sequence[str], path: Path) -> Path | Non
         return None
     by_row = {r.name: platform_stats(grid, Entry(r.name, entry_label(r), r), platforms) for r in points}
     labels = [f"ε={r.epsilon:g}" if r.epsilon is not None else "non-private" for r in points]
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 4.5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     central = next((e for e in entries() if e.row.kind == "centralized"), None)
@@ -689,7 +664,7 @@ def plot_epsilon(grid: Grid, platforms: Sequence[str], path: Path) -> Path | Non
     ax.set_title("fedrec: utility vs privacy (mean ± std over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_scale(doc: dict[str, Any], path: Path) -> Path | None:
@@ -697,7 +672,7 @@ def plot_scale(doc: dict[str, Any], path: Path) -> Path | None:
     pts = scale_rows(doc)
     if not pts:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([x for x, _ in pts], [y for _, y in pts], "o-")
     ax.set_xlabel("clients")
@@ -705,7 +680,7 @@ def plot_scale(doc: dict[str, Any], path: Path) -> Path | None:
     machine = doc.get("machine") or {}
     ax.set_title(f"round time vs clients ({machine.get('cores', '?')} cores, {machine.get('cpu_model', '?')})")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 # -- the document -----------------------------------------------------------------------------
