@@ -160,7 +160,11 @@ class FederationConfig:
         "", "Folder of the clients' platform-local state in simulation ('' = <run directory>/client_state)."
     )
     client_cpus: float = _f(1.0, "CPUs the simulation engine reserves per client; also the client's torch threads.")
-    eval_max_users: int = _f(-1, "Validation users scored per client each round (-1 = all; the first N users).")
+    eval_max_users: int = _f(
+        1000,
+        "Validation users scored per client each round: a fixed random subset (-1 = all). The final "
+        "test scores every user.",
+    )
     round_timeout: float = _f(3600.0, "Seconds the server waits for the clients' replies in a round.")
     compare_local: bool = _f(
         True,

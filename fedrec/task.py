@@ -185,7 +185,7 @@ class PlatformTask:
             progress=progress,
         )
         self.cache_dir, self.backbone_key, self.progress = cache_dir, backbone_key, progress
-        self._eval_states: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._eval_states: dict[tuple[str, tuple[int, ...] | None], tuple[np.ndarray, torch.Tensor, torch.Tensor]] = {}
 
     @property
     def name(self) -> str:
@@ -275,16 +275,35 @@ class PlatformTask:
         hist_ids, hist_mask = recent_ids(histories, self.history_ids)
         return self.model.user_vectors(hidden, mask, hist_ids, hist_mask)
 
-    def eval_states(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(mask, lower-layer states)`` of every user's text on ``split``, computed once.
+    def eval_states(
+        self, split: str, users: Sequence[int] | None = None
+    ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+        """``(row of each user, mask, lower-layer states)`` of the users' texts on ``split``, computed once.
 
         The frozen lower layers of the evaluation user texts (history up to the split)
         are cached like the training ones (in memory, and on disk with a cache dir), so
         a round's evaluation runs only the adapted upper layers.
+
+        Parameters
+        ----------
+        split : {"valid", "test"}
+            The split whose histories make the texts.
+        users : sequence of int, optional
+            Only these users (a validation subset); default: every user. The states of
+            every user are reused when already computed.
+
+        Returns
+        -------
+        tuple
+            ``rows`` (``[num_users]``, the row of each user in the states, -1 for a user
+            not covered), ``mask`` and ``hidden`` (``[n, L]`` and ``[n, L, h]``).
         """
-        if split not in self._eval_states:
-            users = list(range(self.data.num_users))
-            tok, mask = self.inputs.users([self.data.history(u, split) for u in users], users)
+        key = (split, None if users is None else tuple(int(u) for u in users))
+        if key not in self._eval_states and (split, None) in self._eval_states:
+            return self._eval_states[(split, None)]
+        if key not in self._eval_states:
+            covered = list(range(self.data.num_users)) if users is None else sorted(set(key[1] or ()))
+            tok, mask = self.inputs.users([self.data.history(u, split) for u in covered], covered)
             hidden = lower_states(
                 self.encoder,
                 tok,
@@ -294,17 +313,25 @@ class PlatformTask:
                 desc=f"{self.data.name} {split} users",
                 progress=self.progress,
             )
-            self._eval_states[split] = (mask, hidden)
-        return self._eval_states[split]
+            rows = np.full(self.data.num_users, -1, dtype=np.int64)
+            rows[covered] = np.arange(len(covered))
+            self._eval_states[key] = (rows, mask, hidden)
+        return self._eval_states[key]
 
     @torch.no_grad()
-    def score_users(self, users: Sequence[int], split: str) -> torch.Tensor:
-        """Scores ``[len(users), n_items]`` for ``split`` (refreshes the index if needed)."""
+    def score_users(self, users: Sequence[int], split: str, among: Sequence[int] | None = None) -> torch.Tensor:
+        """Scores ``[len(users), n_items]`` for ``split`` (refreshes the index if needed).
+
+        ``among``: the set of users whose lower-layer states to compute (and keep) if
+        not done yet, a superset of ``users`` (default: every user).
+        """
         if self.index is None:
             self.refresh_index()
         assert self.index is not None
-        mask, hidden = self.eval_states(split)
-        rows = torch.as_tensor(list(users), dtype=torch.long)
+        rows_of, mask, hidden = self.eval_states(split, among)
+        rows = torch.as_tensor(rows_of[np.asarray(list(users), dtype=np.int64)], dtype=torch.long)
+        if bool((rows < 0).any()):
+            raise ValueError(f"{self.name}: users outside the evaluated subset were scored")
         hist_ids, hist_mask = recent_ids([self.data.history(x, split) for x in users], self.history_ids)
         u_text, u_id = self.model.user_vectors(hidden[rows], mask[rows], hist_ids, hist_mask)
         return self.model.scores(u_text, u_id, self.index)
@@ -332,6 +359,7 @@ class PlatformTask:
         self.model.eval()
         if refresh or self.index is None:
             self.refresh_index()
+        among = None if users is None else list(users)
         users = list(range(self.data.num_users)) if users is None else list(users)
         targets = self.data.target(split)
         acc = RankingAccumulator(self.data.num_items)
@@ -339,5 +367,5 @@ class PlatformTask:
             for start in range(0, len(users), batch_size):
                 chunk = users[start : start + batch_size]
                 excl = [self.data.history(u, split) for u in chunk]
-                acc.add(self.score_users(chunk, split), torch.as_tensor(targets[chunk]), excl)
+                acc.add(self.score_users(chunk, split, among), torch.as_tensor(targets[chunk]), excl)
         return acc.result()

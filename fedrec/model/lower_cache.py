@@ -34,6 +34,10 @@ def lower_states(
 ) -> torch.Tensor:
     """Frozen lower-layer outputs ``[N, L, h]`` (float32) of padded token tensors.
 
+    Texts are run in batches of similar length, each cut to its longest text, so no
+    compute goes to padding; the states of padded positions are 0 (every later layer
+    and the pooling mask them out).
+
     Parameters
     ----------
     encoder : LoraEncoder
@@ -61,10 +65,16 @@ def lower_states(
                     return cached
             except Exception:  # noqa: BLE001 - a corrupt cache file is recomputed
                 pass
-    out = torch.empty(ids.shape[0], ids.shape[1], encoder.hidden_size)
+    # texts sorted by length and each batch cut to its longest text: no compute on padding
+    # (a padded position is masked out of every later layer and of the pooling; it stays 0)
+    lengths = mask.sum(1)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    out = torch.zeros(ids.shape[0], ids.shape[1], encoder.hidden_size)
     bar = tqdm(total=ids.shape[0], desc=desc, unit="text", disable=not progress, leave=False)
     for sl in batches(ids.shape[0], batch_size):
-        out[sl] = encoder.lower(ids[sl], mask[sl])
+        rows = order[sl]
+        width = max(1, int(lengths[rows].max()))
+        out[rows, :width] = encoder.lower(ids[rows, :width], mask[rows, :width])
         bar.update(sl.stop - sl.start)
     bar.close()
     if path is not None:
