@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from fedrec.data.types import PlatformData
 from fedrec.evaluate import RankingAccumulator
+from fedrec.io import save_torch
 from fedrec.model.backbone import autocast, batches
 from fedrec.model.encoder import LoraEncoder
 from fedrec.model.inputs import TextInputs, pad
-from fedrec.model.lower_cache import lower_states
+from fedrec.model.lower_cache import cache_key, load_cached, lower_states
 from fedrec.model.two_tower import PlatformHead, TwoTower
 
 
@@ -227,8 +229,22 @@ class PlatformTask:
     @torch.no_grad()
     def refresh_index(self, batch_size: int = 512) -> torch.Tensor:
         """Re-encode every catalogue item's text with the current model; returns ``[n_items, d]``."""
-        if self.index is not None and self.model.item_tower == "frozen":
+        frozen = self.model.item_tower == "frozen"
+        if self.index is not None and frozen:
             return self.index  # items do not use the adapters: the index never goes stale
+        path = None
+        if frozen and self.cache_dir is not None:  # it depends on the backbone and the catalogue alone
+            key = cache_key(
+                f"{self.backbone_key}|index|normalize={self.model.normalize}",
+                self.encoder,
+                self.item_tok,
+                self.item_mask,
+            )
+            path = Path(self.cache_dir) / f"index-{key}.pt"
+            cached = load_cached(path, (self.data.num_items,))
+            if cached is not None:
+                self.index = cached
+                return cached
         was_training = self.model.training
         self.model.eval()
         parts = []
@@ -236,6 +252,8 @@ class PlatformTask:
             parts.append(self.model.item_text(self.item_hidden[sl], self.item_mask[sl]))
         self.model.train(was_training)
         self.index = torch.cat(parts)
+        if path is not None:
+            save_torch(path, self.index)
         return self.index
 
     # -- training batches ----------------------------------------------------------------

@@ -81,3 +81,24 @@ def test_a_validation_subset_computes_only_its_users_and_scores_like_all(tmp_pat
     full_scores = task.score_users(users, "valid")  # every user's states, computed now
     torch.testing.assert_close(subset_scores, full_scores, rtol=1e-5, atol=1e-5)
     assert sub["users"] == 10 and task.evaluate("valid", users=users) == sub
+
+
+def test_the_frozen_item_index_is_cached_on_disk_and_equals_a_fresh_one(tmp_path) -> None:
+    """The frozen tower's index depends on the backbone and the catalogue only: computed once, then read."""
+    task = _task()
+    task.cache_dir = str(tmp_path)
+    computed = task.refresh_index().clone()
+    (path,) = tmp_path.glob("index-*.pt")
+    fit([task], epochs=1, batch_size=8, num_negatives=-1, progress=False)  # adapters move: the frozen index must not
+    other = _task()  # another process's task: reads the file
+    other.cache_dir = str(tmp_path)
+    torch.testing.assert_close(other.refresh_index(), computed)
+    torch.save(torch.full_like(computed, 3.0), path)  # proof that it is read, not recomputed
+    third = _task()
+    third.cache_dir = str(tmp_path)
+    assert bool((third.refresh_index() == 3.0).all())
+    path.write_bytes(b"corrupt")  # a corrupt or mis-shaped file is recomputed and rewritten
+    fourth = _task()
+    fourth.cache_dir = str(tmp_path)
+    torch.testing.assert_close(fourth.refresh_index(), computed)
+    torch.testing.assert_close(torch.load(path, weights_only=True), computed)
