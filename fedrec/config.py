@@ -67,7 +67,7 @@ class ModelConfig:
     )
     bf16: bool = _f(True, "bf16 autocast for the backbone's matmuls (CPU with AVX512-BF16 or AMX).")
     item_max_tokens: int = _f(32, "Item text truncation, special tokens included.")
-    user_max_tokens: int = _f(64, "User text (recent history, most recent first) truncation.")
+    user_max_tokens: int = _f(32, "User text (recent history, most recent first) truncation.")
     user_item_tokens: int = _f(16, "Tokens each history item may take in the user text.")
     friend_tokens: int = _f(16, "Token budget of the friend segment when friend_signal is on.")
     item_tower: str = _f(
@@ -160,7 +160,11 @@ class FederationConfig:
         "", "Folder of the clients' platform-local state in simulation ('' = <run directory>/client_state)."
     )
     client_cpus: float = _f(1.0, "CPUs the simulation engine reserves per client; also the client's torch threads.")
-    eval_max_users: int = _f(-1, "Validation users scored per client each round (-1 = all; the first N users).")
+    eval_max_users: int = _f(
+        -1,
+        "Validation users scored per client each round: a fixed random subset (-1 = all). The final "
+        "test scores every user.",
+    )
     round_timeout: float = _f(3600.0, "Seconds the server waits for the clients' replies in a round.")
     compare_local: bool = _f(
         True,

@@ -69,6 +69,29 @@ def metrics_from_ranks(ranks: np.ndarray | torch.Tensor, k: int = 10) -> dict[st
     }
 
 
+def validation_users(num_users: int, max_users: int, seed: int = 0) -> list[int]:
+    """The users scored in a round's validation: all, or a fixed random subset of ``max_users``.
+
+    Parameters
+    ----------
+    num_users : int
+        Users of the platform (or user shard).
+    max_users : int
+        Subset size (``<= 0`` or ``>= num_users``: every user).
+    seed : int, default 0
+        The subset depends on it alone, so every round scores the same users.
+
+    Returns
+    -------
+    list of int
+        Ascending user indices.
+    """
+    if max_users <= 0 or max_users >= num_users:
+        return list(range(num_users))
+    rng = np.random.default_rng([seed, num_users, max_users])
+    return sorted(rng.choice(num_users, size=max_users, replace=False).tolist())
+
+
 def excluded_items(data: PlatformData, user: int, split: str) -> np.ndarray:
     """Items that are not candidates for ``user`` on ``split``: its history for that split."""
     return data.history(user, split)

@@ -40,6 +40,7 @@ FEDERATED = (
     "federation.compare_baselines=[]",
     "federation.export_joint_model=false",
     "federation.evaluate_initial=true",
+    "federation.eval_max_users=-1",  # every validation user each round (rounds-to-quality, best round)
     "federation.resume=true",
 )
 

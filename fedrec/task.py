@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from fedrec.data.types import PlatformData
 from fedrec.evaluate import RankingAccumulator
+from fedrec.io import save_torch
 from fedrec.model.backbone import autocast, batches
 from fedrec.model.encoder import LoraEncoder
 from fedrec.model.inputs import TextInputs, pad
-from fedrec.model.lower_cache import lower_states
+from fedrec.model.lower_cache import cache_key, load_cached, lower_states
 from fedrec.model.two_tower import PlatformHead, TwoTower
 
 
@@ -185,7 +187,7 @@ class PlatformTask:
             progress=progress,
         )
         self.cache_dir, self.backbone_key, self.progress = cache_dir, backbone_key, progress
-        self._eval_states: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._eval_states: dict[tuple[str, tuple[int, ...] | None], tuple[np.ndarray, torch.Tensor, torch.Tensor]] = {}
 
     @property
     def name(self) -> str:
@@ -227,8 +229,22 @@ class PlatformTask:
     @torch.no_grad()
     def refresh_index(self, batch_size: int = 512) -> torch.Tensor:
         """Re-encode every catalogue item's text with the current model; returns ``[n_items, d]``."""
-        if self.index is not None and self.model.item_tower == "frozen":
+        frozen = self.model.item_tower == "frozen"
+        if self.index is not None and frozen:
             return self.index  # items do not use the adapters: the index never goes stale
+        path = None
+        if frozen and self.cache_dir is not None:  # it depends on the backbone and the catalogue alone
+            key = cache_key(
+                f"{self.backbone_key}|index|normalize={self.model.normalize}",
+                self.encoder,
+                self.item_tok,
+                self.item_mask,
+            )
+            path = Path(self.cache_dir) / f"index-{key}.pt"
+            cached = load_cached(path, (self.data.num_items,))
+            if cached is not None:
+                self.index = cached
+                return cached
         was_training = self.model.training
         self.model.eval()
         parts = []
@@ -236,6 +252,8 @@ class PlatformTask:
             parts.append(self.model.item_text(self.item_hidden[sl], self.item_mask[sl]))
         self.model.train(was_training)
         self.index = torch.cat(parts)
+        if path is not None:
+            save_torch(path, self.index)
         return self.index
 
     # -- training batches ----------------------------------------------------------------
@@ -275,16 +293,35 @@ class PlatformTask:
         hist_ids, hist_mask = recent_ids(histories, self.history_ids)
         return self.model.user_vectors(hidden, mask, hist_ids, hist_mask)
 
-    def eval_states(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(mask, lower-layer states)`` of every user's text on ``split``, computed once.
+    def eval_states(
+        self, split: str, users: Sequence[int] | None = None
+    ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+        """``(row of each user, mask, lower-layer states)`` of the users' texts on ``split``, computed once.
 
         The frozen lower layers of the evaluation user texts (history up to the split)
         are cached like the training ones (in memory, and on disk with a cache dir), so
         a round's evaluation runs only the adapted upper layers.
+
+        Parameters
+        ----------
+        split : {"valid", "test"}
+            The split whose histories make the texts.
+        users : sequence of int, optional
+            Only these users (a validation subset); default: every user. The states of
+            every user are reused when already computed.
+
+        Returns
+        -------
+        tuple
+            ``rows`` (``[num_users]``, the row of each user in the states, -1 for a user
+            not covered), ``mask`` and ``hidden`` (``[n, L]`` and ``[n, L, h]``).
         """
-        if split not in self._eval_states:
-            users = list(range(self.data.num_users))
-            tok, mask = self.inputs.users([self.data.history(u, split) for u in users], users)
+        key = (split, None if users is None else tuple(int(u) for u in users))
+        if key not in self._eval_states and (split, None) in self._eval_states:
+            return self._eval_states[(split, None)]
+        if key not in self._eval_states:
+            covered = list(range(self.data.num_users)) if users is None else sorted(set(key[1] or ()))
+            tok, mask = self.inputs.users([self.data.history(u, split) for u in covered], covered)
             hidden = lower_states(
                 self.encoder,
                 tok,
@@ -294,17 +331,25 @@ class PlatformTask:
                 desc=f"{self.data.name} {split} users",
                 progress=self.progress,
             )
-            self._eval_states[split] = (mask, hidden)
-        return self._eval_states[split]
+            rows = np.full(self.data.num_users, -1, dtype=np.int64)
+            rows[covered] = np.arange(len(covered))
+            self._eval_states[key] = (rows, mask, hidden)
+        return self._eval_states[key]
 
     @torch.no_grad()
-    def score_users(self, users: Sequence[int], split: str) -> torch.Tensor:
-        """Scores ``[len(users), n_items]`` for ``split`` (refreshes the index if needed)."""
+    def score_users(self, users: Sequence[int], split: str, among: Sequence[int] | None = None) -> torch.Tensor:
+        """Scores ``[len(users), n_items]`` for ``split`` (refreshes the index if needed).
+
+        ``among``: the set of users whose lower-layer states to compute (and keep) if
+        not done yet, a superset of ``users`` (default: every user).
+        """
         if self.index is None:
             self.refresh_index()
         assert self.index is not None
-        mask, hidden = self.eval_states(split)
-        rows = torch.as_tensor(list(users), dtype=torch.long)
+        rows_of, mask, hidden = self.eval_states(split, among)
+        rows = torch.as_tensor(rows_of[np.asarray(list(users), dtype=np.int64)], dtype=torch.long)
+        if bool((rows < 0).any()):
+            raise ValueError(f"{self.name}: users outside the evaluated subset were scored")
         hist_ids, hist_mask = recent_ids([self.data.history(x, split) for x in users], self.history_ids)
         u_text, u_id = self.model.user_vectors(hidden[rows], mask[rows], hist_ids, hist_mask)
         return self.model.scores(u_text, u_id, self.index)
@@ -332,6 +377,7 @@ class PlatformTask:
         self.model.eval()
         if refresh or self.index is None:
             self.refresh_index()
+        among = None if users is None else list(users)
         users = list(range(self.data.num_users)) if users is None else list(users)
         targets = self.data.target(split)
         acc = RankingAccumulator(self.data.num_items)
@@ -339,5 +385,5 @@ class PlatformTask:
             for start in range(0, len(users), batch_size):
                 chunk = users[start : start + batch_size]
                 excl = [self.data.history(u, split) for u in chunk]
-                acc.add(self.score_users(chunk, split), torch.as_tensor(targets[chunk]), excl)
+                acc.add(self.score_users(chunk, split, among), torch.as_tensor(targets[chunk]), excl)
         return acc.result()

@@ -146,3 +146,12 @@ def test_metrics_from_ranks_by_hand() -> None:
 
 def test_metrics_from_no_ranks() -> None:
     assert metrics_from_ranks(np.zeros(0)) == {"HR@10": 0.0, "NDCG@10": 0.0, "MRR": 0.0, "users": 0}
+
+
+def test_validation_users_is_a_fixed_subset_or_everyone() -> None:
+    from fedrec.evaluate import validation_users
+
+    a = validation_users(1000, 100, seed=0)
+    assert a == validation_users(1000, 100, seed=0) and a == sorted(set(a)) and len(a) == 100
+    assert a != validation_users(1000, 100, seed=1)
+    assert validation_users(50, 100) == list(range(50)) and validation_users(50, -1) == list(range(50))

@@ -332,12 +332,15 @@ class PlatformClient:
         local_round : int
             Use the platform-local state saved at the latest round ``<=`` this one.
         max_users : int, default -1
-            Score only the first N users (-1 = all).
+            Score a fixed random subset of this many users, the same every round
+            (:func:`fedrec.evaluate.validation_users`; -1 = all).
         """
+        from fedrec.evaluate import validation_users
+
         self._load(global_state, local_round)
         users = None
-        if max_users > 0:
-            users = range(min(max_users, self.task.data.num_users))
+        if 0 < max_users < self.task.data.num_users:
+            users = validation_users(self.task.data.num_users, max_users, int(self.cfg.seed))
         return self.task.evaluate(split, batch_size=self.cfg.train.eval_batch_size, users=users)
 
 

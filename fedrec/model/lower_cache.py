@@ -22,6 +22,19 @@ def cache_key(backbone_key: str, encoder: LoraEncoder, ids: torch.Tensor, mask: 
     return h.hexdigest()[:32]
 
 
+def load_cached(path: Path, leading: tuple[int, ...]) -> torch.Tensor | None:
+    """A cached tensor whose leading dimensions are ``leading``; None if missing, corrupt or mis-shaped."""
+    if not path.is_file():
+        return None
+    try:
+        cached = torch.load(path, weights_only=True)
+    except Exception:  # noqa: BLE001 - a corrupt cache file is recomputed
+        return None
+    if not isinstance(cached, torch.Tensor) or tuple(cached.shape[: len(leading)]) != leading:
+        return None
+    return cached
+
+
 def lower_states(
     encoder: LoraEncoder,
     ids: torch.Tensor,
@@ -33,6 +46,10 @@ def lower_states(
     progress: bool = True,
 ) -> torch.Tensor:
     """Frozen lower-layer outputs ``[N, L, h]`` (float32) of padded token tensors.
+
+    Texts are run in batches of similar length, each cut to its longest text, so no
+    compute goes to padding; the states of padded positions are 0 (every later layer
+    and the pooling mask them out).
 
     Parameters
     ----------
@@ -54,17 +71,19 @@ def lower_states(
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / f"lower-{cache_key(backbone_key, encoder, ids, mask)}.pt"
-        if path.is_file():
-            try:
-                cached = torch.load(path, weights_only=True)
-                if tuple(cached.shape[:2]) == tuple(ids.shape):
-                    return cached
-            except Exception:  # noqa: BLE001 - a corrupt cache file is recomputed
-                pass
-    out = torch.empty(ids.shape[0], ids.shape[1], encoder.hidden_size)
+        cached = load_cached(path, tuple(ids.shape))
+        if cached is not None:
+            return cached
+    # texts sorted by length and each batch cut to its longest text: no compute on padding
+    # (a padded position is masked out of every later layer and of the pooling; it stays 0)
+    lengths = mask.sum(1)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    out = torch.zeros(ids.shape[0], ids.shape[1], encoder.hidden_size)
     bar = tqdm(total=ids.shape[0], desc=desc, unit="text", disable=not progress, leave=False)
     for sl in batches(ids.shape[0], batch_size):
-        out[sl] = encoder.lower(ids[sl], mask[sl])
+        rows = order[sl]
+        width = max(1, int(lengths[rows].max()))
+        out[rows, :width] = encoder.lower(ids[rows, :width], mask[rows, :width])
         bar.update(sl.stop - sl.start)
     bar.close()
     if path is not None:

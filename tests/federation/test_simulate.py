@@ -19,7 +19,7 @@ from tests.conftest import REPO_ROOT
 
 FEDREC = [sys.executable, "-m", "fedrec.cli"]
 ROUNDS = 3
-VALID_USERS = 300  # federation.eval_max_users: validation on the first 300 users each round
+VALID_USERS = 300  # federation.eval_max_users: validation on a fixed subset of 300 users each round
 BASE = [
     "model=tiny",
     "train=smoke",
