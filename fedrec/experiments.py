@@ -40,9 +40,11 @@ FEDERATED = (
     "federation.compare_baselines=[]",
     "federation.export_joint_model=false",
     "federation.evaluate_initial=true",
-    "federation.eval_max_users=-1",  # every validation user each round (rounds-to-quality, best round)
     "federation.resume=true",
 )
+#: Settings of the grid's federated runs, before the user's overrides (which may change them):
+#: every validation user each round (the best round, rounds-to-quality).
+GRID_DEFAULTS = ("federation.eval_max_users=-1",)
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,7 @@ def plan(
                 "fedrec.cli",
                 row.command,
                 "train.progress=false",
+                *(GRID_DEFAULTS if row.command == "simulate" else ()),
                 *overrides,
                 *row.overrides,
                 f"seed={seed}",

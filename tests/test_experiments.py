@@ -35,6 +35,10 @@ def test_plan_layout_seeds_and_override_order(tmp_path: Path) -> None:
     assert argv.index("federation.aggregation=svd") < argv.index("federation.aggregation=ffa")
     assert argv[-2:] == ["seed=4", f"hydra.run.dir={ffa.run_dir}"]
     assert "federation.evaluate_initial=true" in argv
+    # the grid validates on every user unless the user's overrides say otherwise
+    assert argv.index("federation.eval_max_users=-1") < argv.index("model=tiny")
+    small = plan(tmp_path, [0], rows=["fed-fedavg"], overrides=["federation.eval_max_users=50"])[0].argv
+    assert small.index("federation.eval_max_users=-1") < small.index("federation.eval_max_users=50")
     dp = next(j for j in jobs if j.key == "fed-dp-eps1/seed3")
     assert {"privacy=target_eps", "privacy.target_epsilon=1"} <= set(dp.argv)
     assert [j.key for j in plan(tmp_path, [0], rows=["centralized", "local"])] == ["local/seed0", "centralized/seed0"]
