@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from fedrec.experiments import FEDERATED, GRID, RESULTS, Row, load_manifest
+from fedrec.experiments import FEDERATED, GRID, GRID_DEFAULTS, RESULTS, Row, load_manifest
 from fedrec.io import atomic_write
 from fedrec.report.common import pyplot, save_png, table
 
@@ -413,8 +413,9 @@ def runs_section(grid: Grid) -> str:
         cmd = "`" + " ".join(["fedrec", row.command, *own]) + "`"
         rows.append([row.name, cmd, status, wall.text(0, DASH), rounds.text(1, DASH)])
     out = table(["row", "command", "seeds: status", "wall s per run", "mean round s"], rows)
-    out += f"\n\nEvery federated row also passes `{' '.join(FEDERATED)}`; every run `seed=<k>`, the grid's "
-    out += "overrides (header) and `train.progress=false`."
+    out += f"\n\nEvery federated row also passes `{' '.join((*GRID_DEFAULTS, *FEDERATED))}` (the first "
+    out += "before the grid's overrides, which may change it); every run `seed=<k>`, the grid's overrides (header) "
+    out += "and `train.progress=false`."
     distinct = list(dict.fromkeys(machine_text(m) for m in machines))
     where = "; ".join(distinct) if distinct else "machine not recorded (runs made outside fedrec experiments)"
     out += f"\n\nMachine: {where}{_load_range(machines)}. Wall s: the whole `fedrec` process of a run (data, model, "

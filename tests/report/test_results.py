@@ -214,6 +214,7 @@ def test_ratio_rounds_to_quality_and_runs(grid: Path, tmp_path: Path) -> None:
     runs = _line(text, "| fed-fedavg |")
     assert "0: ok, 1: ok, 2: ok" in runs and "| 333 ± 153 |" in runs  # manifest seconds, else the document's
     assert "Machine: 2 cores, Test CPU 9000, 23.5 GiB, torch 2.13.0+cpu; 1-min load average" in text
+    assert "Every federated row also passes `federation.eval_max_users=-1 federation.compare_local=false" in text
     assert "`fedrec experiments --out" in text and "`abc123`" in text
 
 
