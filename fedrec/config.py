@@ -7,6 +7,7 @@ not exist or a value of the wrong type is an error naming the key.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -389,3 +390,40 @@ def platform_folder(cfg: DictConfig, name: str) -> Path:
     """Folder of platform ``name``: ``platforms.<name>.dir`` resolved against ``data.root``."""
     d = Path(cfg.platforms[name].dir).expanduser()
     return d if d.is_absolute() else Path(cfg.data.root).expanduser() / d
+
+
+def compose_config(
+    overrides: Sequence[str] = (), command: str | None = None, config_dir: str | Path | None = None
+) -> DictConfig:
+    """fedrec's configuration composed with Hydra ``overrides`` outside a Hydra app, validated.
+
+    Parameters
+    ----------
+    overrides : sequence of str, default ()
+        Hydra overrides (``"model=tiny"``, ``"federation.rounds=2"``).
+    command : str, optional
+        Sets ``command`` before the overrides (default: the config's own).
+    config_dir : path-like, optional
+        The folder with ``config.yaml`` (default: ``fedrec.cli.conf_dir()``).
+
+    Raises
+    ------
+    ValueError
+        On an invalid value (:func:`validate`); Hydra raises on an unknown key or a value
+        of the wrong type.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if config_dir is None:
+        from fedrec.cli import conf_dir
+
+        config_dir = conf_dir()
+    register_configs()
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    first = [] if command is None else [f"command={command}"]
+    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
+        cfg = compose("config", overrides=[*first, *overrides])
+    validate(cfg)
+    return cfg

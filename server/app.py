@@ -190,18 +190,12 @@ def load_config(path: str) -> DictConfig:
 
 def compose_config(overrides: str) -> DictConfig:
     """Compose ``conf/`` (the app's own, else fedrec's) with Hydra overrides, validated."""
-    from hydra import compose, initialize_config_dir
-
     from fedrec.cli import conf_dir
-    from fedrec.config import register_configs, validate
+    from fedrec.config import compose_config as compose
 
     here = Path(__file__).resolve().parent.parent / "conf"
     folder = here if (here / "config.yaml").is_file() else conf_dir()
-    register_configs()
-    with initialize_config_dir(config_dir=str(folder), version_base="1.3"):
-        cfg = compose("config", overrides=["command=deploy", *shlex.split(overrides)])
-    validate(cfg)
-    return cfg
+    return compose(shlex.split(overrides), command="deploy", config_dir=folder)
 
 
 def make_server_app(config_path: str, out_dir: str, command: str = "simulate") -> ServerApp:

@@ -197,28 +197,11 @@ class PeakRSS:
 
 # -- configuration ----------------------------------------------------------------------------
 def compose(overrides: Sequence[str]) -> DictConfig:
-    """fedrec's configuration (``conf/``) with Hydra ``overrides``, validated, ``command=bench``.
+    """fedrec's configuration (``conf/``) with Hydra ``overrides``, validated, ``command=bench``
+    (:func:`fedrec.config.compose_config`)."""
+    from fedrec.config import compose_config
 
-    Raises
-    ------
-    ValueError
-        On an invalid value (see :func:`fedrec.config.validate`); Hydra raises on an
-        unknown key or a value of the wrong type.
-    """
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from fedrec.cli import conf_dir
-    from fedrec.config import register_configs, validate
-
-    register_configs()
-    if GlobalHydra.instance().is_initialized():
-        GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = hydra_compose("config", overrides=["command=bench", *overrides])
-    validate(cfg)
-    return cfg
+    return compose_config(overrides, command="bench")
 
 
 def base_overrides(smoke: bool, threads: int | None, overrides: Sequence[str]) -> list[str]:

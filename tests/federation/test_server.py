@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, Metadata, MetricRecord, RecordDict
 from flwr.app.error import Error
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from fedrec.config import register_configs, validate
+from fedrec.config import compose_config
 from fedrec.federated.aggregate import fedavg
 from fedrec.federated.server import (
     ClientEvaluation,
@@ -27,11 +26,9 @@ from tests.conftest import REPO_ROOT
 
 
 def _cfg(*overrides: str) -> DictConfig:
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["model=tiny", "platform=[video,ecommerce,social]", *overrides])
-    validate(cfg)
-    return cfg
+    return compose_config(
+        ["model=tiny", "platform=[video,ecommerce,social]", *overrides], config_dir=REPO_ROOT / "conf"
+    )
 
 
 def _coordinator(tmp_path: Path, *overrides: str) -> tuple[Coordinator, list[tuple[int, str]]]:

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from fedrec.config import register_configs, validate
+from fedrec.config import compose_config
 from fedrec.data import PlatformData
 from fedrec.data.shard import shard_users
 from fedrec.federated import client as client_mod
@@ -21,11 +20,7 @@ from tests.conftest import REPO_ROOT
 
 
 def _cfg(*overrides: str) -> DictConfig:
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["model=tiny", "train=smoke", *overrides])
-    validate(cfg)
-    return cfg
+    return compose_config(["model=tiny", "train=smoke", *overrides], config_dir=REPO_ROOT / "conf")
 
 
 def _data_cfg(data_root: Path, tmp_path: Path, *overrides: str) -> DictConfig:
