@@ -127,7 +127,7 @@ def report_main(argv: list[str]) -> int:
     ``fedrec report results <experiments dir> ...`` renders an experiments grid instead
     (:func:`results_report_main`); a sweep folder named ``results`` is ``./results``.
     """
-    if len(argv) >= 2 and argv[0] == "results" and not argv[1].startswith("-"):
+    if len(argv) >= 2 and argv[0] == "results" and (not argv[1].startswith("-") or argv[1] in ("-h", "--help")):
         return results_report_main(argv[1:])
     from fedrec.report.privacy import report
 

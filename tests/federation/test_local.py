@@ -6,37 +6,31 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from fedrec.build import build_encoder
-from fedrec.config import register_configs, validate
+from fedrec.config import compose_config
 from fedrec.federated.aggregate import product
 from fedrec.federated.client import to_numpy
 from fedrec.federated.local import run_local
-from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
 
 def _cfg(data_root: Path, tmp_path: Path, mode: str):
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                "model=tiny",
-                "train=smoke",
-                "platform=[video,ecommerce]",
-                f"data.root={data_root}",
-                f"data.cache_dir={tmp_path / 'cache'}",
-                "federation.rounds=2",
-                "federation.local_steps=3",
-                "federation.eval_max_users=100",
-                f"federation.aggregation={mode}",
-                "train.lr=0.01",
-            ],
-        )
-    validate(cfg)
+    cfg = compose_config(
+        [
+            "model=tiny",
+            "train=smoke",
+            "platform=[video,ecommerce]",
+            f"data.root={data_root}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "federation.rounds=2",
+            "federation.local_steps=3",
+            "federation.eval_max_users=100",
+            f"federation.aggregation={mode}",
+            "train.lr=0.01",
+        ]
+    )
     return cfg
 
 

@@ -9,36 +9,30 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from fedrec.config import register_configs, validate
+from fedrec.config import compose_config
 from fedrec.federated.client import PlatformClient
 from fedrec.federated.local import run_local
 from fedrec.privacy import epsilon_of, ledger_from_config
-from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
 
 def _cfg(data_root: Path, tmp_path: Path, *extra: str):
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                "command=simulate",
-                "model=tiny",
-                "train=smoke",
-                "platform=[video,social]",
-                f"data.root={data_root}",
-                f"data.cache_dir={tmp_path / 'cache'}",
-                "federation.rounds=3",
-                "federation.local_epochs=0.05",
-                "federation.eval_max_users=50",
-                *extra,
-            ],
-        )
-    validate(cfg)
+    cfg = compose_config(
+        [
+            "command=simulate",
+            "model=tiny",
+            "train=smoke",
+            "platform=[video,social]",
+            f"data.root={data_root}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "federation.rounds=3",
+            "federation.local_epochs=0.05",
+            "federation.eval_max_users=50",
+            *extra,
+        ]
+    )
     return cfg
 
 

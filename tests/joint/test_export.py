@@ -8,39 +8,33 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from transformers import AutoModel
 
 from fedrec.build import build_encoder, build_task, load_datasets
-from fedrec.config import register_configs, validate
+from fedrec.config import compose_config
 from fedrec.federated.client import LocalStateStore
 from fedrec.federated.local import run_local
 from fedrec.joint import Recommender, export_run
-from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
 
 def _cfg(data_root: Path, tmp_path: Path, *extra: str):
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                "model=tiny",
-                "train=smoke",
-                "platform=video",
-                f"data.root={data_root}",
-                f"data.cache_dir={tmp_path / 'cache'}",
-                "federation.rounds=2",
-                "federation.local_steps=4",
-                "federation.eval_max_users=50",
-                "train.lr=0.05",
-                "train.head_lr=0.5",
-                *extra,
-            ],
-        )
-    validate(cfg)
+    cfg = compose_config(
+        [
+            "model=tiny",
+            "train=smoke",
+            "platform=video",
+            f"data.root={data_root}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "federation.rounds=2",
+            "federation.local_steps=4",
+            "federation.eval_max_users=50",
+            "train.lr=0.05",
+            "train.head_lr=0.5",
+            *extra,
+        ]
+    )
     return cfg
 
 

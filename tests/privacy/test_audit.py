@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from scipy.stats import beta
 
-from fedrec.config import register_configs
+from fedrec.config import compose_config
 from fedrec.data.types import PlatformData
 from fedrec.privacy.audit import (
     attack_auc,
@@ -36,7 +35,6 @@ from fedrec.privacy.audit import (
     validate_audit,
 )
 from fedrec.privacy.dpsgd import count_users
-from tests.conftest import REPO_ROOT
 from tests.privacy.conftest import make_task
 from tests.synthetic import synthetic_platform
 
@@ -230,9 +228,7 @@ def test_canary_losses_are_the_evaluation_loss_and_views_differ() -> None:
 
 
 def _compose(*overrides: str) -> DictConfig:
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=["command=audit", *overrides])
+    return compose_config(overrides, command="audit")
 
 
 def test_private_run_uses_audit_target_when_privacy_is_off() -> None:

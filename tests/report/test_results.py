@@ -289,3 +289,49 @@ def test_readme_block_and_cli(grid: Path, tmp_path: Path, capsys: pytest.Capture
     readme.write_text("no markers\n")
     assert main(["report", "results", str(grid), "--out", str(out), "--readme", str(readme)]) == 2
     assert "no '<!-- fedrec:results:begin" in capsys.readouterr().err
+
+
+def test_readme_headline_quotes_the_benchmarks_and_dp_vs_centralized(grid: Path, tmp_path: Path) -> None:
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    train = {
+        "dp_ratio_median": 0.9,
+        "dp_ratio_min": 0.84,
+        "fastest_dp_row": "top-2 bf16",
+        "fastest_dp_examples_per_s": 178.94,
+    }
+    docs = {
+        "train": _bench("train", [{"row": "a"}, {"row": "b"}], train, {}),
+        "comm": _bench(
+            "comm",
+            [{"mode": "fedavg", "per_client_round_bytes": 300_851, "adapter_to_backbone": 0.0011}],
+            {"backbone_bytes": 90_281_984, "default_mode": "fedavg", "default_run_total_bytes": 4_823_449},
+            {},
+        ),
+        "round": _bench("round", [], {"overhead_fraction": 0.17}, {}),
+        "scale": _bench("scale", [], {"largest_completed": 900, "round_ms_per_client": 47.5, "stopped_at": None}, {}),
+    }
+    for name, doc in docs.items():
+        (bench / f"bench_{name}.json").write_text(json.dumps(doc))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{README_BEGIN}\n{README_END}\n")
+    report_results(grid, tmp_path / "docs", bench_dir=bench, readme=readme)
+    text = readme.read_text()
+    assert "Benchmarks (2 cores, Test CPU 9000" in text
+    assert "0.90x the non-private examples/s (median over 2 settings, lowest 0.84)" in text
+    assert "(top-2 bf16) runs 178.9 examples/s" in text
+    assert "a client moves 293.8 KiB per round (fedavg), 0.11% of the 86.1 MiB backbone" in text
+    assert "a default run 4.6 MiB in all" in text and "overhead is 17% of a simulated round" in text
+    assert "900 clients (tiny BERT, round time +48 ms per client)" in text
+    # DP eps 8 (0.03 everywhere) against centralized (0.05 / 0.05 / 0.08)
+    assert "against centralized, NDCG@10 per platform: ecommerce 60%, video 60%, social 38%." in text
+
+    (bench / "bench_round.json").write_text(json.dumps(_bench("round", [], {}, {})))  # no overhead figure
+    report_results(grid, tmp_path / "docs", bench_dir=bench, readme=readme)
+    assert "a benchmark file could not be read: KeyError: 'overhead_fraction'" in readme.read_text()
+
+
+def test_report_results_help_is_its_own(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["report", "results", "--help"])
+    assert exc.value.code == 0 and "usage: fedrec report results" in capsys.readouterr().out
