@@ -532,12 +532,54 @@ def scale_rows(doc: dict[str, Any]) -> list[tuple[float, float]]:
     return sorted(pts)
 
 
+#: ``bench_scale.json`` row fields in the RESULTS.md table: (key, header, digits)
+SCALE_COLUMNS = (
+    ("clients", "clients", 0),
+    ("shards_per_platform", "shards per platform", 0),
+    ("round_s", "round s (median)", 2),
+    ("round_s_x", "x 3 clients", 1),
+    ("round_cpu_s", "round CPU s", 2),
+    ("cpu_ms_per_client", "CPU ms per client", 0),
+    ("first_round_s", "round 1 s", 1),
+    ("server_peak_mib", "server peak MiB", 0),
+    ("actors_peak_mib", "actors peak MiB", 0),
+    ("ray_peak_mib", "Ray peak MiB", 0),
+    ("bytes_per_round", "bytes per round", None),
+)
+
+
 def bench_scale(doc: dict[str, Any]) -> str:
-    """``bench_scale.json``: every scalar field of its rows (its shape is not fixed here)."""
+    """``bench_scale.json``: round time, CPU and memory per federation size, the fitted growth, where it stopped."""
     rows = doc.get("rows", [])
-    keys = list(dict.fromkeys(k for r in rows for k, v in r.items() if isinstance(v, int | float | str | bool)))
-    body = table(keys, [[_f(r.get(k), 2) for k in keys] for r in rows]) if rows else "(no rows)"
-    return f"Round time vs number of clients ([plot]({SCALE_PLOT})):\n\n" + body
+    body_rows = []
+    for r in rows:
+        cells = [_bytes(r.get(k)) if d is None else _f(r.get(k), d) for k, _, d in SCALE_COLUMNS]
+        body_rows.append([*cells, str(r.get("stopped", "ok"))])
+    body = table([h for _, h, _ in SCALE_COLUMNS] + ["status"], body_rows) if rows else "(no rows)"
+    s, m = doc.get("settings", {}), doc.get("summary", {})
+    head = (
+        f"Simulated federations ({s.get('backbone', '?')}, every platform's users split into shards, one client "
+        f"each; {s.get('rounds', '?')} rounds of {s.get('local_steps', '?')} local steps x batch "
+        f"{s.get('batch', '?')}, "
+        f"{s.get('eval_users_per_client', '?')} validation users per client; medians over rounds 2+; "
+        f"[plot]({SCALE_PLOT})):"
+    )
+    fit = ""
+    if isinstance(m.get("round_ms_per_client"), int | float):
+        fit = (
+            f"\n\nLeast-squares growth over the completed sizes: round time {_f(m.get('round_s_fixed'), 2)} s + "
+            f"{_f(m.get('round_ms_per_client'), 1)} ms per client, round CPU {_f(m.get('round_cpu_s_fixed'), 2)} s + "
+            f"{_f(m.get('round_cpu_ms_per_client'), 1)} ms per client; server memory "
+            f"{_f(m.get('server_mib_fixed'), 0)} MiB + {_f(m.get('server_mib_per_100_clients'), 1)} MiB per 100 "
+            f"clients, actors + {_f(m.get('actors_mib_per_100_clients'), 1)} MiB per 100 clients. Largest completed: "
+            f"{m.get('largest_completed')} clients; "
+            + (
+                f"stopped at {m['stopped_at']} clients: {m.get('stop_reason')}."
+                if m.get("stopped_at")
+                else "no size was stopped (time budget or memory cap)."
+            )
+        )
+    return f"{head}\n\n{body}{fit}"
 
 
 BENCH_RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {

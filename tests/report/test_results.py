@@ -265,11 +265,22 @@ def test_benchmarks_section_with_and_without_scale(grid: Path, tmp_path: Path) -
     assert "`bench_scale.json` missing" in text and "`bench_encode.json` missing" in text
     assert text.count("Machine: 2 cores, Test CPU 9000") >= 4  # every benchmark, and the runs
 
-    scale = _bench("scale", [{"clients": 3, "round_s": 20.0}, {"clients": 12, "round_s": 50.0}], {}, {})
+    scale_rows = [
+        {"clients": 3, "shards_per_platform": 1, "round_s": 20.0, "server_peak_mib": 500.4, "bytes_per_round": 25920},
+        {"clients": 12, "shards_per_platform": 4, "round_s": 50.0, "round_s_x": 2.5, "bytes_per_round": 103680},
+        {"clients": 30, "shards_per_platform": 10, "stopped": "time budget 10 s exceeded"},
+    ]
+    summary = {"round_ms_per_client": 3333.3, "round_s_fixed": 10.0, "largest_completed": 12, "stopped_at": 30}
+    summary["stop_reason"] = "time budget 10 s exceeded"
+    scale = _bench("scale", scale_rows, summary, {"backbone": "tiny", "rounds": 3})
     (bench / "bench_scale.json").write_text(json.dumps(scale))
     (bench / "bench_encode.json").write_text(json.dumps({"machine": MACHINE, "rows": []}))  # wrong shape
     res = report_results(grid, tmp_path / "docs", bench_dir=bench)
-    assert "| clients | round_s |" in res["text"] and "| 12 | 50.00 |" in res["text"]
+    assert "| clients | shards per platform | round s (median) | x 3 clients |" in res["text"]
+    assert "| 3 | 1 | 20.00 | – | – | – | – | 500 | – | – | 25.3 KiB | ok |" in res["text"]
+    assert "| 12 | 4 | 50.00 | 2.5 |" in res["text"] and "| 101.2 KiB | ok |" in res["text"]
+    assert "| 30 | 10 | – |" in res["text"] and "| time budget 10 s exceeded |" in res["text"]
+    assert "10.00 s + 3,333.3 ms per client" in res["text"] and "stopped at 30 clients: time budget" in res["text"]
     assert "could not read `bench_encode.json`" in res["text"]
     assert res["plots"]["scale"].read_bytes()[:8] == PNG and f"]({SCALE_PLOT})" in res["text"]
 
