@@ -148,6 +148,12 @@ class FederationConfig:
         "trained, sent and averaged: exact, half the bytes) or 'svd' (average of the products B·A, "
         "re-factorised to rank r by SVD).",
     )
+    weighting: str = _f(
+        "examples",
+        "A client update's aggregation weight: 'examples' (its reported training examples, FedAvg's weighting: "
+        "the largest platform dominates) or 'uniform' (every accepted client alike, so a small platform counts as "
+        "much as a large one).",
+    )
     evaluate_initial: bool = _f(
         False,
         "Score the initial adapter on every client's validation split before round 1 (round 0): the start of the "
@@ -292,6 +298,7 @@ CHOICES = {
     "model.item_tower": ("frozen", "shared"),
     "eval.loss_weights": ("uniform", "users"),
     "federation.aggregation": ("fedavg", "ffa", "svd"),
+    "federation.weighting": ("examples", "uniform"),
     "privacy.accountant": ("rdp", "prv"),
     "adapter": ("best", "global"),
 }

@@ -136,6 +136,8 @@ def describe(cfg: DictConfig) -> dict[str, Any]:
         "local_epochs": c["federation"]["local_epochs"],
         "local_steps": c["federation"]["local_steps"],
     }
+    if c["federation"].get("weighting", "examples") != "examples":  # absent by default: older checkpoints match
+        out["weighting"] = c["federation"]["weighting"]
     if shards_per_platform(cfg) > 1:  # absent when 1: checkpoints written before sharding existed still match
         out["shards_per_platform"] = shards_per_platform(cfg)
     return out
@@ -349,10 +351,16 @@ class Coordinator:
         self.global_state = aggregate(
             self.mode,
             [u.state for u in accepted if u.state is not None],
-            [float(u.num_examples) for u in accepted],  # type: ignore[arg-type]
+            self.weights(accepted),
         )
         self.pending["aggregate_seconds"] = time.perf_counter() - started
         return self.global_state
+
+    def weights(self, accepted: Sequence[ClientUpdate]) -> list[float]:
+        """The accepted updates' aggregation weights (``federation.weighting``): example counts, or 1 each."""
+        if str(self.fed.get("weighting", "examples")) == "uniform":
+            return [1.0] * len(accepted)
+        return [float(u.num_examples) for u in accepted]  # type: ignore[arg-type]
 
     def validation(
         self, server_round: int, evaluations: Sequence[ClientEvaluation]

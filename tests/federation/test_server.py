@@ -200,3 +200,31 @@ def test_private_federation_with_client_sampling_is_refused(tmp_path: Path) -> N
     with pytest.raises(ValueError, match="needs federation.fraction_train=1.0"):
         Coordinator(cfg, tmp_path, {}, 0)
     prepare_run_config(_cfg("privacy=dp", "command=simulate"), tmp_path)  # full participation: fine
+
+
+@pytest.mark.parametrize("weighting", ["examples", "uniform"])
+def test_weighting_examples_or_uniform(tmp_path: Path, weighting: str) -> None:
+    co, _ = _coordinator(tmp_path, f"federation.weighting={weighting}")
+    big, small = _perturbed(co.global_state, 1), _perturbed(co.global_state, 2)
+    new = co.aggregate_train(1, [ClientUpdate("1", "ecommerce", big, 900), ClientUpdate("2", "video", small, 100)])
+    assert new is not None
+    expected = fedavg([big, small], [900, 100] if weighting == "examples" else [1, 1])
+    for k in big:
+        np.testing.assert_allclose(new[k], expected[k], rtol=1e-6)
+    assert not np.allclose(fedavg([big, small], [900, 100])[k], fedavg([big, small], [1, 1])[k])
+
+
+def test_resume_refuses_a_checkpoint_with_other_weighting(tmp_path: Path) -> None:
+    co, _ = _coordinator(tmp_path)
+    co.aggregate_train(1, [ClientUpdate("1", "video", _perturbed(co.global_state, 1), 10)])
+    co.end_round(1, _evals({"video": 3.0, "ecommerce": 5.0, "social": 7.0}), bytes_down=10, seconds=1.0)
+    other, _ = _coordinator(tmp_path, "federation.resume=true", "federation.weighting=uniform")
+    with pytest.raises(ValueError, match="different weighting"):
+        other.resume()
+    same, _ = _coordinator(tmp_path, "federation.resume=true", "federation.weighting=examples")
+    assert same.resume() == 1
+
+
+def test_unknown_weighting_is_refused() -> None:
+    with pytest.raises(ValueError, match="federation.weighting"):
+        _cfg("federation.weighting=equal")
