@@ -878,6 +878,47 @@ def headline(grid: Grid, markdown_path: Path, readme: Path, bench: dict[str, dic
     return " ".join(lines)
 
 
+def _train_clause(doc: dict[str, Any]) -> str:
+    m = doc["summary"]
+    return (
+        f"DP-SGD trains at {m['dp_ratio_median']:.2f}x the non-private examples/s (median over "
+        f"{len(doc['rows'])} settings, lowest {m['dp_ratio_min']:.2f}); the fastest DP setting "
+        f"({m['fastest_dp_row']}) runs {m['fastest_dp_examples_per_s']:.1f} examples/s"
+    )
+
+
+def _comm_clause(doc: dict[str, Any]) -> str:
+    m = doc["summary"]
+    row = next(r for r in doc["rows"] if r["mode"] == m.get("default_mode", "fedavg"))
+    return (
+        f"a client moves {_bytes(row['per_client_round_bytes'])} per round ({row['mode']}), "
+        f"{row['adapter_to_backbone']:.2%} of the {_bytes(m['backbone_bytes'])} backbone; "
+        f"a default run {_bytes(m['default_run_total_bytes'])} in all"
+    )
+
+
+def _round_clause(doc: dict[str, Any]) -> str:
+    return f"Flower/Ray overhead is {doc['summary']['overhead_fraction']:.0%} of a simulated round"
+
+
+def _scale_clause(doc: dict[str, Any]) -> str:
+    m = doc["summary"]
+    stop = f", stopped at {m['stopped_at']}: {m['stop_reason']}" if m.get("stopped_at") else ""
+    return (
+        f"the largest simulated federation had {m['largest_completed']} clients (tiny BERT, round time "
+        f"+{m['round_ms_per_client']:.0f} ms per client{stop})"
+    )
+
+
+#: the README headline's clause per benchmark (encode has none)
+BENCH_CLAUSES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "train": _train_clause,
+    "comm": _comm_clause,
+    "round": _round_clause,
+    "scale": _scale_clause,
+}
+
+
 def bench_headline(bench: dict[str, dict[str, Any]]) -> str:
     """The benchmarks' headline figures, one clause per benchmark found (empty without any).
 
@@ -889,38 +930,17 @@ def bench_headline(bench: dict[str, dict[str, Any]]) -> str:
     Returns
     -------
     str
-        A sentence naming the machine of the first benchmark, or ``""``.
+        A sentence naming the machine of the first benchmark, or ``""``; a file that cannot
+        be read is named in place of its clause and the others are still quoted.
     """
     parts: list[str] = []
-    try:
-        if "train" in bench:
-            m = bench["train"]["summary"]
-            parts.append(
-                f"DP-SGD trains at {m['dp_ratio_median']:.2f}x the non-private examples/s (median over "
-                f"{len(bench['train']['rows'])} settings, lowest {m['dp_ratio_min']:.2f}); the fastest DP setting "
-                f"({m['fastest_dp_row']}) runs {m['fastest_dp_examples_per_s']:.1f} examples/s"
-            )
-        if "comm" in bench:
-            doc = bench["comm"]
-            m = doc["summary"]
-            row = next(r for r in doc["rows"] if r["mode"] == m.get("default_mode", "fedavg"))
-            parts.append(
-                f"a client moves {_bytes(row['per_client_round_bytes'])} per round ({row['mode']}), "
-                f"{row['adapter_to_backbone']:.2%} of the {_bytes(m['backbone_bytes'])} backbone; "
-                f"a default run {_bytes(m['default_run_total_bytes'])} in all"
-            )
-        if "round" in bench:
-            m = bench["round"]["summary"]
-            parts.append(f"Flower/Ray overhead is {m['overhead_fraction']:.0%} of a simulated round")
-        if "scale" in bench:
-            m = bench["scale"]["summary"]
-            stop = f", stopped at {m['stopped_at']}: {m['stop_reason']}" if m.get("stopped_at") else ""
-            parts.append(
-                f"the largest simulated federation had {m['largest_completed']} clients (tiny BERT, round time "
-                f"+{m['round_ms_per_client']:.0f} ms per client{stop})"
-            )
-    except (KeyError, TypeError, ValueError, StopIteration) as exc:
-        parts.append(f"(a benchmark file could not be read: {type(exc).__name__}: {exc})")
+    for name, clause in BENCH_CLAUSES.items():
+        if name not in bench:
+            continue
+        try:
+            parts.append(clause(bench[name]))
+        except (KeyError, TypeError, ValueError, StopIteration) as exc:
+            parts.append(f"`bench_{name}.json` could not be read ({type(exc).__name__}: {exc})")
     if not parts:
         return ""
     machine = next(iter(bench.values())).get("machine") or {}

@@ -339,7 +339,9 @@ def test_readme_headline_quotes_the_benchmarks_and_dp_vs_centralized(grid: Path,
 
     (bench / "bench_round.json").write_text(json.dumps(_bench("round", [], {}, {})))  # no overhead figure
     report_results(grid, tmp_path / "docs", bench_dir=bench, readme=readme)
-    assert "a benchmark file could not be read: KeyError: 'overhead_fraction'" in readme.read_text()
+    text = readme.read_text()
+    assert "`bench_round.json` could not be read (KeyError: 'overhead_fraction')" in text
+    assert "900 clients (tiny BERT" in text  # the benchmark after it is still quoted
 
 
 def test_report_results_help_is_its_own(capsys: pytest.CaptureFixture[str]) -> None:
