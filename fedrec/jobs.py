@@ -211,7 +211,7 @@ def simulate_job(cfg: DictConfig) -> dict[str, Any]:
 
 
 def print_simulation(doc: dict[str, Any]) -> None:
-    """The final tables of ``fedrec simulate``: per-platform test metrics of every model, transfer matrix."""
+    """The final tables of ``fedrec simulate``: per-platform test metrics, transfer matrix, privacy spent."""
     from rich.console import Console
     from rich.table import Table
 
@@ -244,6 +244,63 @@ def print_simulation(doc: dict[str, Any]) -> None:
         for row in transfer_rows(doc):
             table.add_row(*row)
         Console().print(table)
+    print_privacy(doc)
+
+
+def privacy_lines(doc: dict[str, Any]) -> tuple[str, list[tuple[str, str, str, str]]]:
+    """The privacy spent by a ``fedrec simulate`` run: a title and one row per platform.
+
+    Parameters
+    ----------
+    doc : dict
+        The run's ``results.json`` document.
+
+    Returns
+    -------
+    tuple
+        ``(title, rows)``; each row is ``(platform, epsilon, noise multiplier, sample rate)``
+        as text. A non-private run has one row per platform with epsilon ``inf``.
+    """
+    priv = doc.get("privacy")
+    platforms = sorted(doc.get("platforms", {}))
+    rounds = doc.get("federation", {}).get("rounds", "?")
+    if not priv:
+        title = (
+            "privacy spent: none, a non-private run (epsilon = inf); "
+            "privacy=target_eps privacy.target_epsilon=8 trains under user-level DP-SGD"
+        )
+        return title, [(p, "inf", "-", "-") for p in platforms]
+    title = (
+        f"privacy spent: cumulative over all {rounds} rounds ({priv.get('unit', 'user')}-level epsilon, "
+        f"delta={priv.get('delta')}; {priv.get('accountant')} accountant, max grad norm {priv.get('max_grad_norm')})"
+    )
+    eps, sigma, q = priv.get("epsilon", {}), priv.get("noise_multiplier", {}), priv.get("sample_rate", {})
+    rows = []
+    for p in sorted(eps):
+        e = eps[p]
+        rows.append(
+            (
+                p,
+                "inf" if e is None else f"{e:.3f}",
+                "-" if sigma.get(p) is None else f"{sigma[p]:.4g}",
+                "-" if q.get(p) is None else f"{q[p]:.4g}",
+            )
+        )
+    return title, rows
+
+
+def print_privacy(doc: dict[str, Any]) -> None:
+    """Print :func:`privacy_lines` as a table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    title, rows = privacy_lines(doc)
+    table = Table(title=title)
+    for col in ("platform", "epsilon", "noise multiplier", "sample rate"):
+        table.add_column(col, justify="left" if col == "platform" else "right")
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
 
 
 def newest(pattern: str) -> Path | None:

@@ -13,6 +13,7 @@ import pytest
 from fedrec.config import compose_config
 from fedrec.federated.client import PlatformClient
 from fedrec.federated.local import run_local
+from fedrec.jobs import privacy_lines
 from fedrec.privacy import epsilon_of, ledger_from_config
 
 pytestmark = pytest.mark.slow
@@ -52,6 +53,11 @@ def test_epsilon_is_cumulative_over_rounds(data_root: Path, tmp_path: Path) -> N
         assert [e["epsilon"][name] for e in priv["per_round"]] == [t["epsilon"] for t in trains]
         ledger = json.loads(next((tmp_path / "run" / "client_state").glob(f"*/{name}/privacy_ledger.json")).read_text())
         assert ledger  # persisted on the client's disk
+    title, rows = privacy_lines(doc)  # what fedrec simulate prints last: the cumulative epsilon
+    assert "cumulative over all 3 rounds (user-level epsilon, delta=1e-05" in title
+    assert rows == [
+        (p, f"{priv['epsilon'][p]:.3f}", "0.8", f"{priv['sample_rate'][p]:.4g}") for p in ("social", "video")
+    ]
 
 
 def test_budget_refusal_excludes_the_client_and_the_run_finishes(data_root: Path, tmp_path: Path) -> None:
