@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import wraps
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,11 @@ def train_job(cfg: DictConfig) -> dict[str, Any]:
     print_table(
         f"fedrec train mode={cfg.mode}: {split} (cross-platform loss {xloss})",
         [(p, f"lora-{cfg.mode}", v[split]) for p, v in platforms.items()],
+    )
+    print_privacy(
+        {label: rec.get("privacy") for label, rec in training.items()},
+        f"over {t.epochs:g} epoch(s) of local training",
+        DP_HINT if cfg.mode == "local" else "",  # DP-SGD trains each platform alone
     )
     print(f"results: {path}")
     return doc
@@ -244,57 +249,84 @@ def print_simulation(doc: dict[str, Any]) -> None:
         for row in transfer_rows(doc):
             table.add_row(*row)
         Console().print(table)
-    print_privacy(doc)
+    rounds = fed.get("rounds", "?")
+    print_privacy(simulation_privacy(doc), f"cumulative over all {rounds} rounds")
 
 
-def privacy_lines(doc: dict[str, Any]) -> tuple[str, list[tuple[str, str, str, str]]]:
-    """The privacy spent by a ``fedrec simulate`` run: a title and one row per platform.
+#: how to turn DP-SGD on, in the non-private runs' privacy line
+DP_HINT = "privacy=target_eps privacy.target_epsilon=8 trains under user-level DP-SGD"
+
+
+def privacy_lines(
+    spent: Mapping[str, Mapping[str, Any] | None], scope: str, hint: str = DP_HINT
+) -> tuple[str, list[tuple[str, str, str, str]]]:
+    """The privacy a run spent: a title and one row per platform (or trained group).
 
     Parameters
     ----------
-    doc : dict
-        The run's ``results.json`` document.
+    spent : mapping
+        Platform -> its privacy record (``epsilon``, ``delta``, ``accountant``,
+        ``noise_multiplier``, ``sample_rate``, ``max_grad_norm``), or None if it trained
+        without DP.
+    scope : str
+        What the epsilon covers, e.g. ``"cumulative over all 5 rounds"``.
+    hint : str, default :data:`DP_HINT`
+        Appended to the title of a non-private run ("" for none).
 
     Returns
     -------
     tuple
         ``(title, rows)``; each row is ``(platform, epsilon, noise multiplier, sample rate)``
-        as text. A non-private run has one row per platform with epsilon ``inf``.
+        as text, epsilon ``inf`` without DP.
     """
-    priv = doc.get("privacy")
-    platforms = sorted(doc.get("platforms", {}))
-    rounds = doc.get("federation", {}).get("rounds", "?")
-    if not priv:
-        title = (
-            "privacy spent: none, a non-private run (epsilon = inf); "
-            "privacy=target_eps privacy.target_epsilon=8 trains under user-level DP-SGD"
+
+    def num(x: Any, fmt: str) -> str:
+        return "-" if x is None else format(x, fmt)
+
+    rows = [
+        (p, "inf", "-", "-")
+        if rec is None or rec.get("epsilon") is None
+        else (
+            p,
+            num(rec["epsilon"], ".3f"),
+            num(rec.get("noise_multiplier"), ".4g"),
+            num(rec.get("sample_rate"), ".4g"),
         )
-        return title, [(p, "inf", "-", "-") for p in platforms]
+        for p, rec in sorted(spent.items())
+    ]
+    first = next((rec for rec in spent.values() if rec is not None), None)
+    if first is None:
+        return "privacy spent: none, a non-private run (epsilon = inf)" + (f"; {hint}" if hint else ""), rows
     title = (
-        f"privacy spent: cumulative over all {rounds} rounds ({priv.get('unit', 'user')}-level epsilon, "
-        f"delta={priv.get('delta')}; {priv.get('accountant')} accountant, max grad norm {priv.get('max_grad_norm')})"
+        f"privacy spent: {scope} (user-level epsilon, delta={first.get('delta')}; "
+        f"{first.get('accountant')} accountant, max grad norm {first.get('max_grad_norm')})"
     )
-    eps, sigma, q = priv.get("epsilon", {}), priv.get("noise_multiplier", {}), priv.get("sample_rate", {})
-    rows = []
-    for p in sorted(eps):
-        e = eps[p]
-        rows.append(
-            (
-                p,
-                "inf" if e is None else f"{e:.3f}",
-                "-" if sigma.get(p) is None else f"{sigma[p]:.4g}",
-                "-" if q.get(p) is None else f"{q[p]:.4g}",
-            )
-        )
     return title, rows
 
 
-def print_privacy(doc: dict[str, Any]) -> None:
+def simulation_privacy(doc: Mapping[str, Any]) -> dict[str, dict[str, Any] | None]:
+    """Per platform, the privacy record of a ``fedrec simulate`` results document (None each without DP)."""
+    priv = doc.get("privacy")
+    if not priv:
+        return {p: None for p in doc.get("platforms", {})}
+    common = {k: priv.get(k) for k in ("delta", "accountant", "max_grad_norm")}
+    return {
+        p: {
+            **common,
+            "epsilon": e,
+            "noise_multiplier": priv.get("noise_multiplier", {}).get(p),
+            "sample_rate": priv.get("sample_rate", {}).get(p),
+        }
+        for p, e in priv.get("epsilon", {}).items()
+    }
+
+
+def print_privacy(spent: Mapping[str, Mapping[str, Any] | None], scope: str, hint: str = DP_HINT) -> None:
     """Print :func:`privacy_lines` as a table."""
     from rich.console import Console
     from rich.table import Table
 
-    title, rows = privacy_lines(doc)
+    title, rows = privacy_lines(spent, scope, hint)
     table = Table(title=title)
     for col in ("platform", "epsilon", "noise multiplier", "sample rate"):
         table.add_column(col, justify="left" if col == "platform" else "right")

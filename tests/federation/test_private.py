@@ -13,7 +13,7 @@ import pytest
 from fedrec.config import compose_config
 from fedrec.federated.client import PlatformClient
 from fedrec.federated.local import run_local
-from fedrec.jobs import privacy_lines
+from fedrec.jobs import privacy_lines, simulation_privacy
 from fedrec.privacy import epsilon_of, ledger_from_config
 
 pytestmark = pytest.mark.slow
@@ -53,7 +53,7 @@ def test_epsilon_is_cumulative_over_rounds(data_root: Path, tmp_path: Path) -> N
         assert [e["epsilon"][name] for e in priv["per_round"]] == [t["epsilon"] for t in trains]
         ledger = json.loads(next((tmp_path / "run" / "client_state").glob(f"*/{name}/privacy_ledger.json")).read_text())
         assert ledger  # persisted on the client's disk
-    title, rows = privacy_lines(doc)  # what fedrec simulate prints last: the cumulative epsilon
+    title, rows = privacy_lines(simulation_privacy(doc), "cumulative over all 3 rounds")  # simulate's last table
     assert "cumulative over all 3 rounds (user-level epsilon, delta=1e-05" in title
     assert rows == [
         (p, f"{priv['epsilon'][p]:.3f}", "0.8", f"{priv['sample_rate'][p]:.4g}") for p in ("social", "video")

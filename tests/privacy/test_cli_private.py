@@ -30,3 +30,9 @@ def test_train_local_with_dp_reports_epsilon(data_root: Path, tmp_path: Path) ->
     assert priv["steps"] == 5 and 0 < priv["epsilon"] < 10 and priv["refused"] == ""
     assert priv["sample_rate"] == doc["config"]["train"]["batch_size"] / 943
     assert doc["config"]["privacy"]["enabled"] is True
+    # the printed table ends in the epsilon the run spent, the one in results.json
+    words = " ".join(proc.stdout.split())  # rich wraps the title to the width
+    assert "privacy spent: over 1 epoch(s) of local training (user-level epsilon, delta=1e-05" in words
+    row = [line for line in proc.stdout.splitlines() if line.startswith("│ video")][-1]
+    cells = [c.strip() for c in row.strip("│").split("│")]
+    assert cells == ["video", f"{priv['epsilon']:.3f}", f"{priv['noise_multiplier']:.4g}", f"{priv['sample_rate']:.4g}"]
