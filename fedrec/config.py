@@ -7,6 +7,7 @@ not exist or a value of the wrong type is an error naming the key.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -411,7 +412,7 @@ def compose_config(
     command : str, optional
         Sets ``command`` before the overrides (default: the config's own).
     config_dir : path-like, optional
-        The folder with ``config.yaml`` (default: ``fedrec.cli.conf_dir()``).
+        The folder with ``config.yaml`` (default: :func:`conf_dir`).
 
     Raises
     ------
@@ -423,8 +424,6 @@ def compose_config(
     from hydra.core.global_hydra import GlobalHydra
 
     if config_dir is None:
-        from fedrec.cli import conf_dir
-
         config_dir = conf_dir()
     register_configs()
     if GlobalHydra.instance().is_initialized():
@@ -434,3 +433,26 @@ def compose_config(
         cfg = compose("config", overrides=[*first, *overrides])
     validate(cfg)
     return cfg
+
+
+def conf_dir() -> Path:
+    """The ``conf/`` folder every command composes: ``$FEDREC_CONF``, the source tree's, or the installed copy.
+
+    An editable install or a source checkout uses the ``conf/`` beside the ``fedrec``
+    package; a wheel carries the same files as ``fedrec/conf`` (``pyproject.toml`` maps
+    them there).
+
+    Raises
+    ------
+    FileNotFoundError
+        If none of them holds a ``config.yaml``.
+    """
+    env = os.environ.get("FEDREC_CONF")
+    package = Path(__file__).resolve().parent
+    candidates = [Path(env)] if env else [package.parent / "conf", package / "conf"]
+    for path in candidates:
+        if (path / "config.yaml").is_file():
+            return path
+    raise FileNotFoundError(
+        f"no config.yaml in {' or '.join(map(str, candidates))}; set FEDREC_CONF to fedrec's conf/ folder"
+    )

@@ -190,8 +190,8 @@ def load_config(path: str) -> DictConfig:
 
 def compose_config(overrides: str) -> DictConfig:
     """Compose ``conf/`` (the app's own, else fedrec's) with Hydra overrides, validated."""
-    from fedrec.cli import conf_dir
     from fedrec.config import compose_config as compose
+    from fedrec.config import conf_dir
 
     here = Path(__file__).resolve().parent.parent / "conf"
     folder = here if (here / "config.yaml").is_file() else conf_dir()

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from fedrec.federated.arrays import to_numpy, to_torch
 from fedrec.io import save_torch
 
 if TYPE_CHECKING:
@@ -36,16 +37,6 @@ log = logging.getLogger("fedrec.federated")
 def round_seed(seed: int, server_round: int, platform_index: int) -> int:
     """Seed of a client's local training in a round (independent of resumes and scheduling)."""
     return int(np.random.SeedSequence([seed, server_round, platform_index]).generate_state(1)[0])
-
-
-def to_numpy(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """Torch tensors to contiguous NumPy arrays (same names)."""
-    return {k: v.detach().cpu().contiguous().numpy() for k, v in state.items()}
-
-
-def to_torch(state: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    """NumPy arrays to torch tensors (copies; same names)."""
-    return {k: torch.from_numpy(np.array(v, copy=True)) for k, v in state.items()}
 
 
 class LocalStateStore:
@@ -194,8 +185,8 @@ class PlatformClient:
         shard: int = 0,
         parts: PlatformParts | None = None,
     ) -> None:
-        from fedrec.federated.server import check_supported
         from fedrec.federated.shards import client_index, client_name, shards_per_platform
+        from fedrec.federated.supported import check_supported
 
         check_supported(cfg)
         self.platform, self.shard = platform, shard

@@ -28,8 +28,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fedrec.federated.aggregate import aggregate, check_update, check_weight, state_nbytes
-from fedrec.federated.client import to_numpy
+from fedrec.federated.arrays import to_numpy
 from fedrec.federated.shards import by_platform, client_names, shards_per_platform
+from fedrec.federated.supported import check_supported
 from fedrec.io import save_torch, write_json
 from fedrec.results import METRIC_KEYS, cross_platform_loss, results_document
 
@@ -97,31 +98,6 @@ class ClientEvaluation:
     def name(self) -> str:
         """The client's name (its platform unless it serves a user shard)."""
         return self.client or self.platform
-
-
-def check_supported(cfg: DictConfig) -> None:
-    """Refuse settings the federated path does not honour (rather than ignoring them).
-
-    Raises
-    ------
-    ValueError
-        With ``privacy.enabled`` and ``federation.fraction_train < 1``: the client's
-        accounting assumes it trains every round it is planned for (its noise is
-        calibrated for ``federation.rounds`` rounds); sampled participation is not
-        accounted for. With ``privacy.enabled`` and ``federation.shards_per_platform > 1``:
-        each shard would keep its own ledger and the platform's epsilon over its shards
-        is not reported.
-    """
-    priv = cfg.get("privacy")
-    if priv is not None and priv.get("enabled", False) and float(cfg.federation.fraction_train) < 1.0:
-        raise ValueError(
-            "privacy.enabled=true needs federation.fraction_train=1.0 (each platform's DP plan covers every round)"
-        )
-    if priv is not None and priv.get("enabled", False) and shards_per_platform(cfg) > 1:
-        raise ValueError(
-            "privacy.enabled=true needs federation.shards_per_platform=1 (a platform's privacy ledger and epsilon "
-            "are per client; split platforms are not accounted for)"
-        )
 
 
 def describe(cfg: DictConfig) -> dict[str, Any]:

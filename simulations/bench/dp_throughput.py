@@ -1,4 +1,4 @@
-"""Non-private vs DP throughput: now ``fedrec bench train`` (:mod:`fedrec.bench.train`); this script forwards to it.
+"""Non-private vs DP throughput: now ``fedrec bench train`` (:mod:`fedrec.cli.bench.train`); this script forwards to it.
 
 Every row of ``fedrec bench train`` runs both trainers on the same task in alternating
 blocks and reports the DP / non-DP ratio (median over adjacent block pairs)::

@@ -1,4 +1,4 @@
-"""Training throughput: now ``fedrec bench train`` (:mod:`fedrec.bench.train`); this script forwards to it.
+"""Training throughput: now ``fedrec bench train`` (:mod:`fedrec.cli.bench.train`); this script forwards to it.
 
 ``fedrec bench train`` measures non-private and DP training on the same task, row by row
 (LoRA placement, precision, user-text length), with medians over blocks, the DP / non-DP

@@ -155,7 +155,7 @@ def test_merged_minilm_equals_the_adapter_model(tmp_path: Path) -> None:
 
 
 def test_cli_export_and_recommend(run: tuple[Path, Path], data_root: Path, tmp_path: Path) -> None:
-    from tests.test_cli import run as fedrec
+    from tests.cli.test_main import run as fedrec
 
     run_dir, _ = run
     out = tmp_path / "jm"

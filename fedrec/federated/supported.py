@@ -1,0 +1,32 @@
+"""Settings the federated path refuses rather than silently ignores."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from fedrec.federated.shards import shards_per_platform
+
+
+def check_supported(cfg: DictConfig) -> None:
+    """Refuse settings the federated path does not honour (rather than ignoring them).
+
+    Raises
+    ------
+    ValueError
+        With ``privacy.enabled`` and ``federation.fraction_train < 1``: the client's
+        accounting assumes it trains every round it is planned for (its noise is
+        calibrated for ``federation.rounds`` rounds); sampled participation is not
+        accounted for. With ``privacy.enabled`` and ``federation.shards_per_platform > 1``:
+        each shard would keep its own ledger and the platform's epsilon over its shards
+        is not reported.
+    """
+    priv = cfg.get("privacy")
+    if priv is not None and priv.get("enabled", False) and float(cfg.federation.fraction_train) < 1.0:
+        raise ValueError(
+            "privacy.enabled=true needs federation.fraction_train=1.0 (each platform's DP plan covers every round)"
+        )
+    if priv is not None and priv.get("enabled", False) and shards_per_platform(cfg) > 1:
+        raise ValueError(
+            "privacy.enabled=true needs federation.shards_per_platform=1 (a platform's privacy ledger and epsilon "
+            "are per client; split platforms are not accounted for)"
+        )
