@@ -21,6 +21,26 @@ ScoreFn = Callable[[Sequence[int], str], torch.Tensor]
 METRICS = ("HR@10", "NDCG@10", "MRR")
 
 
+def check_finite(scores: torch.Tensor) -> None:
+    """Refuse NaN and +inf scores (``-inf`` marks an excluded item and is allowed).
+
+    With ``rank = 1 + #strictly higher``, a NaN target score outranks everything (every
+    comparison with NaN is false): a model that produces NaN would count as perfect.
+
+    Raises
+    ------
+    ValueError
+        Naming the first rows with a NaN or +inf score.
+    """
+    bad = torch.isnan(scores) | torch.isposinf(scores)
+    if bool(bad.any()):
+        rows = torch.nonzero(bad.any(dim=1)).flatten()
+        raise ValueError(
+            f"non-finite scores (NaN or +inf) in {len(rows)} of {scores.shape[0]} rows (first: {rows[:5].tolist()}); "
+            "a NaN target would rank first, so the metrics are refused"
+        )
+
+
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: Sequence[np.ndarray]) -> torch.Tensor:
     """Rank of each row's target among the non-excluded columns.
 
@@ -40,6 +60,7 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: Sequence[
         ``[B]`` ranks, ``1 + #non-excluded items scored strictly higher than the target``.
     """
     scores = scores.clone() if scores.is_floating_point() else scores.double()
+    check_finite(scores)
     rows = torch.arange(scores.shape[0])
     target_scores = scores[rows, targets]
     for r, items in enumerate(exclude):

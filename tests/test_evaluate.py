@@ -155,3 +155,17 @@ def test_validation_users_is_a_fixed_subset_or_everyone() -> None:
     assert a == validation_users(1000, 100, seed=0) and a == sorted(set(a)) and len(a) == 100
     assert a != validation_users(1000, 100, seed=1)
     assert validation_users(50, 100) == list(range(50)) and validation_users(50, -1) == list(range(50))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("where", ["target", "other"])
+def test_non_finite_scores_are_an_error_never_a_hit(bad: float, where: str) -> None:
+    scores = torch.tensor([[0.1, 0.5, 0.2], [0.3, 0.2, 0.1]])
+    scores[1, 0 if where == "target" else 2] = bad
+    with pytest.raises(ValueError, match="non-finite scores"):
+        target_ranks(scores, torch.tensor([1, 0]), [np.array([], dtype=np.int64)] * 2)
+
+
+def test_minus_inf_marks_an_excluded_item_and_is_allowed() -> None:
+    scores = torch.tensor([[0.1, -math.inf, 0.2]])
+    assert target_ranks(scores, torch.tensor([0]), [np.array([], dtype=np.int64)]).tolist() == [2]
