@@ -69,17 +69,20 @@ class Block(nn.Module):
         return x + self.drop(self.ffn_out(F.gelu(self.ffn_in(self.norm2(x)))))
 
 
-def attention_mask(mask: torch.Tensor) -> torch.Tensor:
-    """``[B, 1, T, T]`` bool: causal, keys restricted to real items, each position always sees itself.
+def attention_mask(mask: torch.Tensor, causal: bool = True) -> torch.Tensor:
+    """``[B, 1, T, T]`` bool: keys restricted to real items (and earlier ones if causal), each position sees itself.
 
     Parameters
     ----------
     mask : torch.Tensor
         ``[B, T]`` bool, True at real (non-padding) positions.
+    causal : bool, default True
+        A position attends to itself and earlier positions only.
     """
     t = mask.shape[1]
-    causal = torch.ones(t, t, dtype=torch.bool, device=mask.device).tril()
-    allowed = causal[None] & mask[:, None, :]
+    allowed = mask[:, None, :].expand(-1, t, -1)
+    if causal:
+        allowed = allowed & torch.ones(t, t, dtype=torch.bool, device=mask.device).tril()[None]
     allowed = allowed | torch.eye(t, dtype=torch.bool, device=mask.device)[None]
     return allowed[:, None]
 
@@ -101,22 +104,33 @@ class SequenceEncoder(nn.Module):
         Dropout on the inputs, the attention and the feed-forward outputs.
     ffn_mult : int, default 1
         Feed-forward width as a multiple of ``dim`` (SASRec uses 1).
+    causal : bool, default True
+        Causal attention with positions (a sequence). False: every item attends to every
+        real item and there are no positional embeddings (a set: an order-free history).
     """
 
     def __init__(
-        self, dim: int, max_len: int, layers: int = 2, heads: int = 2, dropout: float = 0.2, ffn_mult: int = 1
+        self,
+        dim: int,
+        max_len: int,
+        layers: int = 2,
+        heads: int = 2,
+        dropout: float = 0.2,
+        ffn_mult: int = 1,
+        causal: bool = True,
     ) -> None:
         super().__init__()
-        self.max_len = max_len
-        self.position = nn.Embedding(max_len, dim)
+        self.max_len, self.causal = max_len, causal
+        self.position = nn.Embedding(max_len, dim) if causal else None
         self.input_norm = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(dim, heads, dropout, ffn_mult) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
-        nn.init.normal_(self.position.weight, std=0.02)
+        if self.position is not None:
+            nn.init.normal_(self.position.weight, std=0.02)
 
     def forward(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """User states ``[B, T, d]``: position ``t`` summarises items ``<= t`` (zero at padding).
+        """User states ``[B, T, d]``: position ``t`` sums up items ``<= t`` (all if not causal); zero at padding.
 
         Parameters
         ----------
@@ -128,11 +142,14 @@ class SequenceEncoder(nn.Module):
         b, t, _ = items.shape
         if t > self.max_len:
             raise ValueError(f"sequence of length {t} is longer than max_len={self.max_len}")
-        # the right end of a max_len window: the newest item always has position max_len - 1
-        pos = torch.arange(self.max_len - t, self.max_len, device=items.device).expand(b, t)
+        if self.position is not None:
+            # the right end of a max_len window: the newest item always has position max_len - 1
+            items = items + self.position(
+                torch.arange(self.max_len - t, self.max_len, device=items.device).expand(b, t)
+            )
         keep = mask.unsqueeze(-1).to(items.dtype)
-        x = self.drop(self.input_norm(items + self.position(pos))) * keep
-        allowed = attention_mask(mask)
+        x = self.drop(self.input_norm(items)) * keep
+        allowed = attention_mask(mask, self.causal)
         for block in self.blocks:
             x = block(x, allowed) * keep
         return self.norm(x) * keep

@@ -62,3 +62,13 @@ def test_opacus_per_row_gradients_equal_a_row_at_a_time() -> None:
         losses(enc, x[i : i + 1], mask[i : i + 1], target[i : i + 1]).sum().backward()
         for n, p in enc.named_parameters():
             assert torch.allclose(per_row[f"_module.{n}"][i], p.grad, atol=1e-5), n
+
+
+def test_a_set_encoder_ignores_the_order() -> None:
+    torch.manual_seed(0)
+    enc = SequenceEncoder(D, max_len=T, layers=2, heads=2, dropout=0.0, causal=False).eval()
+    x, mask = torch.randn(1, T, D), torch.tensor([[False, True, True, True, True, True]])
+    perm = torch.tensor([0, 3, 5, 1, 4, 2])
+    a, b = enc(x, mask), enc(x[:, perm], mask)
+    assert torch.allclose(a[0, perm], b[0], atol=1e-5)
+    assert enc.position is None
