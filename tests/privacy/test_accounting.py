@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -38,7 +37,7 @@ def test_ledger_persisted_over_rounds_equals_one_accountant_run(tmp_path: Path, 
             one_run.step(noise_multiplier=sigma, sample_rate=q)
     assert reloaded.history == [tuple(h) for h in one_run.history]
     assert reloaded.epsilon() == pytest.approx(one_run.get_epsilon(delta=DELTA), rel=1e-9)
-    eps = [x["epsilon"] for x in json.loads(path.read_text())["rounds"]]
+    eps = [x["epsilon"] for x in (PrivacyLedger.read(path) or {})["rounds"]]
     assert eps == sorted(eps) and eps[-1] == pytest.approx(reloaded.epsilon())  # cumulative, growing
 
 
@@ -86,15 +85,16 @@ def test_merge_history_drops_empty_entries_and_merges_equal_neighbours() -> None
     ]
 
 
-def test_ledger_refuses_to_mix_settings(tmp_path: Path) -> None:
+def test_ledger_reopened_with_other_settings_reports_the_same_history(tmp_path: Path) -> None:
     path = tmp_path / "ledger.json"
     PrivacyLedger(path=path).charge(1.0, 0.1, 10)
-    with pytest.raises(ValueError, match="delta"):
-        PrivacyLedger.open(path, delta=1e-6)
-    with pytest.raises(ValueError, match="accountant"):
-        PrivacyLedger.open(path, accountant="prv")
-    assert PrivacyLedger.open(path).steps == 10
+    for delta, accountant in ((1e-6, "rdp"), (1e-5, "prv")):  # the history is kept, epsilon recomputed
+        ledger = PrivacyLedger.open(path, delta=delta, accountant=accountant)
+        assert ledger.steps == 10 and ledger.epsilon() == epsilon_of([(1.0, 0.1, 10)], delta, accountant)
     assert not list(tmp_path.glob(".ledger.json.*"))  # the atomic write left no temporary file
+    path.write_bytes(b"{}")  # not a durable file: named, never read as an empty ledger
+    with pytest.raises(ValueError, match="not a fedrec durable file"):
+        PrivacyLedger.open(path)
 
 
 def test_plan_from_config_covers_every_federated_round(tmp_path: Path) -> None:
