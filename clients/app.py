@@ -8,7 +8,10 @@ partition id in simulation (partition k serves platform ``k // shards``, user sh
 resolved fedrec config arrives with every message (``fedrec-config``); what is local to a
 deployed node comes from its node config (``data-root``, ``cache-dir``, ``state-dir``,
 ``threads``), else from its environment (``FEDREC_DATA``, ``FEDREC_CACHE``), else
-``./data`` and ``.fedrec_cache`` (relative to the SuperNode's working directory).
+``./data`` and ``.fedrec_cache`` (relative to the SuperNode's working directory). A
+node's own privacy limits are node config too, out of the server's reach:
+``max-epsilon``, ``min-noise-multiplier``, ``privacy-delta``
+(:class:`fedrec.privacy.NodeCaps`); with either cap the node trains only under DP.
 
 The task is built once per process and reused (at most ``federation.client_cache``
 clients per process, sharing their platform's data, encoder and item side:
@@ -16,9 +19,13 @@ clients per process, sharing their platform's data, encoder and item side:
 per message in deployment, so what is expensive is cached on the node's disk: the frozen
 lower-layer outputs (``<cache dir>/lower``) and the platform-local parameters after every
 round (``<state dir>/<run key>/<client>/local-r<round>.pt``, client = the platform or
-``<platform>/<shard>``, state dir default ``<cache dir>/client_state``).
+``<platform>/<shard>``, state dir default ``<cache dir>/client_state``). The privacy
+ledgers are the node's, for every run: ``<state dir>/privacy`` (keyed by the training
+data; :mod:`fedrec.privacy.ledgers`).
 
-Only adapter arrays, the number of training examples and metrics leave the client.
+Only adapter arrays, the number of training examples and metrics leave the client; in a
+DP run only the DP adapter and public metrics, and evaluation replies withhold their
+metrics (:mod:`fedrec.federated.replies`).
 """
 
 from __future__ import annotations
@@ -32,11 +39,11 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from fedrec.federated.client import PlatformClient, cached_client, run_config
+from fedrec.federated.replies import train_metrics
 from fedrec.federated.shards import client_name, partition_client, shards_per_platform
+from fedrec.privacy import NodeCaps
 
 app = ClientApp()
-
-EVAL_KEYS = ("loss", "HR@10", "NDCG@10", "MRR", "coverage@10")
 
 
 def platform_client(msg: Message, context: Context) -> PlatformClient:
@@ -51,13 +58,16 @@ def platform_client(msg: Message, context: Context) -> PlatformClient:
         data_root = str(nc.get("data-root", "")) or os.environ.get("FEDREC_DATA") or "./data"
         state_root = str(nc.get("state-dir", "")) or str(Path(cache_dir) / "client_state")
         threads = int(nc.get("threads", 0)) or None
+        caps = NodeCaps.from_node_config(nc)
     else:  # simulation: partition k serves platform k // shards, user shard k % shards
         platform, shard = partition_client(cfg, int(nc["partition-id"]))
         data_root, cache_dir = None, None
         state_root = str(cfg.federation.client_state_dir) or str(Path(cfg.data.cache_dir) / "client_state")
         threads = max(1, int(cfg.federation.client_cpus))
+        caps = None
     state_dir = Path(state_root) / str(conf["run-key"]) / client_name(platform, shard, shards_per_platform(cfg))
-    return cached_client(cfg_yaml, platform, state_dir, data_root, cache_dir, threads, shard)
+    ledgers = Path(state_root) / "privacy"  # the node's, not the run's
+    return cached_client(cfg_yaml, platform, state_dir, data_root, cache_dir, threads, shard, ledgers, caps)
 
 
 def arrays_in(msg: Message) -> dict:
@@ -72,10 +82,11 @@ LEDGER_KEY = "privacy-ledger"
 def train(msg: Message, context: Context) -> Message:
     """Train locally from the global adapter; reply with the adapter, examples and train loss.
 
-    Under DP the reply also carries the platform's cumulative epsilon and mechanism; a
-    client whose budget would be exceeded replies without arrays and with ``refused``
-    in its info record. The privacy ledger lives on the node's disk (atomic writes) and
-    is mirrored in ``context.state`` (restored from there if the disk copy is behind).
+    Under DP the reply carries the platform's cumulative epsilon and mechanism, and no
+    train loss or timings; a client whose budget or node cap would be exceeded replies
+    without arrays and with ``refused`` in its info record. The privacy ledger lives in
+    the node's ledger folder and is mirrored in ``context.state`` (restored from there
+    if the folder's copy is behind).
     """
     started = time.perf_counter()
     client = platform_client(msg, context)
@@ -85,14 +96,7 @@ def train(msg: Message, context: Context) -> Message:
     out = client.train(arrays_in(msg), int(msg.content["config"]["server-round"]))
     if out.ledger is not None:
         context.state[LEDGER_KEY] = ConfigRecord({"json": json.dumps(out.ledger)})
-    metrics = {
-        "num-examples": out.num_examples,
-        "train-loss": out.loss,
-        "steps": out.steps,
-        "train-seconds": out.seconds,
-        "setup-seconds": setup,  # building this platform's task in this process (0 when cached)
-    }
-    metrics.update(out.metrics)
+    metrics = train_metrics(out.num_examples, out.loss, out.steps, out.seconds, setup, out.metrics, client.private)
     info: dict[str, str] = {"platform": client.platform, "client": client.name}
     if client.cfg.privacy.enabled:
         info["accountant"] = str(client.cfg.privacy.accountant)
@@ -107,22 +111,22 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    """Score the received adapter on this platform's split (``valid`` each round, ``test`` at the end)."""
+    """Score the received adapter on this platform's split (``valid`` each round, ``test`` at the end).
+
+    The metrics go into the client's local report; in a DP run (or on a node with caps)
+    the reply withholds them.
+    """
     started = time.perf_counter()
     client = platform_client(msg, context)
     setup = time.perf_counter() - started
     conf = msg.content["config"]
-    started = time.perf_counter()
-    m = client.evaluate(
+    metrics = client.evaluation_reply(
         arrays_in(msg),
         split=str(conf["split"]),
         local_round=int(conf["local-round"]),
         max_users=int(client.cfg.federation.eval_max_users) if conf["split"] == "valid" else -1,
+        setup_seconds=setup,
     )
-    metrics = {k: float(m[k]) for k in EVAL_KEYS}
-    metrics.update({"num-examples": int(m["users"]), "users": int(m["users"])})
-    metrics["eval-seconds"] = time.perf_counter() - started  # the client's evaluation compute
-    metrics["setup-seconds"] = setup  # building this platform's task in this process (0 when cached)
     info = ConfigRecord({"platform": client.platform, "client": client.name})
     content = RecordDict({"metrics": MetricRecord(metrics), "info": info})
     return Message(content, reply_to=msg)

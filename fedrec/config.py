@@ -165,7 +165,10 @@ class FederationConfig:
     checkpoint_every: int = _f(1, "Write the server checkpoint every N rounds (the last round is always written).")
     checkpoint_dir: str = _f("", "Server checkpoint folder ('' = <run directory>/checkpoint).")
     client_state_dir: str = _f(
-        "", "Folder of the clients' platform-local state in simulation ('' = <run directory>/client_state)."
+        "",
+        "Folder of the clients' platform-local state in simulation ('' = <run directory>/client_state), and of the "
+        "simulated nodes' privacy ledgers (<folder>/privacy): runs given the same folder share the ledgers, so a "
+        "second run on the same data starts from the first run's epsilon.",
     )
     client_cpus: float = _f(1.0, "CPUs the simulation engine reserves per client; also the client's torch threads.")
     eval_max_users: int = _f(
@@ -205,9 +208,16 @@ class PrivacyConfig:
         "rounds x local steps (null = use noise_multiplier; inf = clipping only, no noise, no guarantee).",
     )
     delta: float = _f(1e-5, "Delta of the (epsilon, delta) guarantee, per platform (PROTOCOL.md).")
-    accountant: str = _f("rdp", "Privacy accountant: 'rdp' (Renyi DP) or 'prv' (privacy random variables, tighter).")
+    accountant: str = _f(
+        "rdp",
+        "Privacy accountant: 'rdp' (Renyi DP) or 'prv' (privacy random variables: as tight as a PLD, 11-36% "
+        "smaller epsilon at fedrec's settings; both checked against Google's dp-accounting in the tests).",
+    )
     budget: float | None = _f(
-        None, "Refuse to train a round that would take a platform's cumulative epsilon above this (null = no limit)."
+        None,
+        "Refuse to train a round that would take a platform's cumulative epsilon above this (null = no limit). "
+        "Cumulative over every run on the same data that used the same ledger folder; a deployed node's own "
+        "cap (node config max-epsilon) applies whatever this says.",
     )
     batch_size: int = _f(
         0, "Expected users per DP step; the sampling rate is batch_size / users (0 = train.batch_size)."

@@ -33,6 +33,7 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 from omegaconf import DictConfig, OmegaConf
 
+from fedrec.federated.replies import is_withheld
 from fedrec.federated.server import ClientEvaluation, ClientUpdate, Coordinator, initial_adapter, run_rounds
 
 app = ServerApp()
@@ -118,12 +119,13 @@ class FedrecStrategy(FedAvg):
             m = dict(next(iter(msg.content.metric_records.values())))
             platform, client = _identity(msg)
             self.evaluations.append(ClientEvaluation(str(msg.metadata.src_node_id), platform, m, client))
-        if not self.evaluations:
+        scored = [e for e in self.evaluations if not is_withheld(e.metrics)]  # DP clients withhold theirs
+        if not scored:
             return None
-        users = sum(float(e.metrics["users"]) for e in self.evaluations)
+        users = sum(float(e.metrics["users"]) for e in scored)
         keys = ("loss", "HR@10", "NDCG@10", "MRR")
         return MetricRecord(
-            {k: sum(float(e.metrics[k]) * float(e.metrics["users"]) for e in self.evaluations) / users for k in keys}
+            {k: sum(float(e.metrics[k]) * float(e.metrics["users"]) for e in scored) / users for k in keys}
         )
 
 

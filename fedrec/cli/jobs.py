@@ -159,6 +159,7 @@ def simulate_job(cfg: DictConfig) -> dict[str, Any]:
     baselines; everything goes into ``results.json`` (``comparison``).
     """
     from fedrec.federated.compare import baselines, client_steps, local_only
+    from fedrec.federated.replies import merge_local_reports
     from fedrec.io import write_json
 
     start = time.perf_counter()
@@ -166,6 +167,8 @@ def simulate_job(cfg: DictConfig) -> dict[str, Any]:
 
     out = output_dir()
     doc = simulate(cfg, out)
+    # the operator plays every platform here: a DP run's test metrics come from their local reports
+    merge_local_reports(doc, doc["config"]["federation"]["client_state_dir"])
     fed_seconds = time.perf_counter() - start
     comparison: dict[str, Any] = {}
     if cfg.federation.compare_local:
@@ -219,10 +222,15 @@ def print_simulation(doc: dict[str, Any]) -> None:
             rows.append((platform, f"local-only ({local[platform]['steps']} steps)", local[platform]["test"]))
         for model, m in base.get(platform, {}).items():
             rows.append((platform, model, m))
+    xloss = doc.get("cross_platform_loss")
+    chosen = (
+        f"best round's adapter (cross-platform loss {xloss:.4f})"
+        if xloss is not None
+        else f"round {fed.get('best_round')}'s adapter (no validation reached the server)"  # DP: withheld
+    )
+    source = "; test metrics from the platforms' local reports" if doc.get("evaluation") else ""
     print_table(
-        f"fedrec simulate ({fed['aggregation']}, {fed['rounds']} rounds): test, joint model = best round's adapter "
-        f"(cross-platform loss {doc['cross_platform_loss']:.4f})",
-        rows,
+        f"fedrec simulate ({fed['aggregation']}, {fed['rounds']} rounds): test, joint model = {chosen}{source}", rows
     )
     if "local_only" in comp:
         tr = comp["local_only"]["transfer"]

@@ -2,11 +2,13 @@
 
 A :class:`PlatformClient` builds its platform's task once (data, frozen backbone,
 lower-layer caches on disk under ``data.cache_dir``), then per round loads the global
-adapter, trains locally with :func:`fedrec.train.fit` and hands back its adapter; on
-evaluation it scores the global adapter on its own data. Its platform-local
-parameters (item-ID embeddings in hybrid mode) never leave it: they are saved on the
-client's disk after every round, tagged with the round, so a resumed run picks up the
-state of the round it resumes from.
+adapter, trains locally with :func:`fedrec.train.fit` (or user-level DP-SGD) and hands
+back its adapter; on evaluation it scores the global adapter on its own data. Its
+platform-local parameters (item-ID embeddings in hybrid mode) never leave it: they are
+saved on the client's disk after every round, tagged with the round, so a resumed run
+picks up the state of the round it resumes from. Under DP its privacy ledger is the
+node's, keyed by the platform's training data (:class:`fedrec.privacy.LedgerStore`), and
+what its replies may carry is :mod:`fedrec.federated.replies`.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fedrec.federated.arrays import to_numpy, to_torch
+from fedrec.federated.replies import LocalReport, evaluation_metrics
 from fedrec.io import save_torch
 
 if TYPE_CHECKING:
+    from fedrec.privacy import NodeCaps, PrivacyLedger
     from fedrec.task import PlatformTask
 
 log = logging.getLogger("fedrec.federated")
@@ -172,6 +176,13 @@ class PlatformClient:
     parts : PlatformParts, optional
         The platform's shared parts, built by another client of the same platform and
         config in this process (default: built here).
+    ledger_dir : path-like, optional
+        The node's privacy ledger folder, shared by every run on this node
+        (:class:`fedrec.privacy.LedgerStore`); default ``<state_dir>/privacy`` (a one-off
+        client: the ledger lasts as long as that folder).
+    caps : NodeCaps, optional
+        The node's own privacy limits (from its node config; the run cannot change them).
+        With caps the client trains only under DP and withholds its evaluation metrics.
     """
 
     def __init__(
@@ -184,6 +195,8 @@ class PlatformClient:
         threads: int | None = None,
         shard: int = 0,
         parts: PlatformParts | None = None,
+        ledger_dir: str | Path | None = None,
+        caps: NodeCaps | None = None,
     ) -> None:
         from fedrec.federated.shards import client_index, client_name, shards_per_platform
         from fedrec.federated.supported import check_supported
@@ -201,6 +214,9 @@ class PlatformClient:
         self.encoder = self.parts.encoder
         self.task = self.parts.task(shard, shards)
         self.store = LocalStateStore(state_dir)
+        self.report = LocalReport(state_dir)
+        self.ledger_dir = Path(ledger_dir) if ledger_dir is not None else Path(state_dir) / "privacy"
+        self.caps = caps
         self.initial_local = self.parts.initial_local
         self.build_seconds = time.perf_counter() - start
         log.info("client %s built in %.1fs (%d users)", self.name, self.build_seconds, self.task.data.num_users)
@@ -231,6 +247,13 @@ class PlatformClient:
         """
         from fedrec.train import fit, fit_options
 
+        if self.caps is not None and not self.cfg.privacy.enabled:
+            reason = (
+                f"node cap: this node trains only under differential privacy (its node config sets {self.caps}), "
+                "but the run has privacy.enabled=false; the round was not trained"
+            )
+            log.warning("client %s refuses round %d: %s", self.name, server_round, reason)
+            return TrainOutcome({}, 0, float("nan"), 0, 0.0, refused=reason)
         self._load(global_state, server_round - 1)
         if self.cfg.privacy.enabled:
             return self._train_private(server_round)
@@ -253,36 +276,72 @@ class PlatformClient:
         )
 
     @property
+    def private(self) -> bool:
+        """Whether only DP outputs may leave this client: a DP run, or a node with caps (whatever the run says)."""
+        return bool(self.cfg.privacy.enabled) or self.caps is not None
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """The fingerprint of the training data this client's DP training reads (its ledger's key)."""
+        from fedrec.privacy import training_fingerprint
+
+        return training_fingerprint(self.task.data)
+
+    @property
     def ledger_path(self) -> Path:
-        """The platform's privacy ledger on this client's disk (one per run)."""
-        return self.store.folder / "privacy_ledger.json"
+        """The ledger of this platform's training data in the node's ledger folder."""
+        from fedrec.privacy import LedgerStore
+
+        return LedgerStore(self.ledger_dir).ledger_path(self.platform, self.fingerprint)
+
+    def open_ledger(self) -> PrivacyLedger:
+        """The node's ledger of this platform's training data, with this run's budget and the node's caps.
+
+        Raises
+        ------
+        fedrec.privacy.LedgerError
+            If the node knows a ledger of this data that is gone or unreadable.
+        """
+        from fedrec.privacy import LedgerStore
+
+        p = self.cfg.privacy
+        budget = None if p.budget is None else float(p.budget)
+        return LedgerStore(self.ledger_dir).open(
+            self.platform, self.fingerprint, float(p.delta), str(p.accountant), budget, self.caps
+        )
 
     def restore_ledger(self, state: dict | None) -> None:
-        """Restore the privacy ledger from a copy kept elsewhere (Flower's ``Context.state``).
+        """Bring the ledger up to a copy kept elsewhere (Flower's ``Context.state``) when that copy is ahead.
 
-        The copy on disk is the source of truth; a copy that has charged more steps than
-        the disk's (e.g. a wiped state folder) replaces it, so epsilon is never under-counted.
+        The node's folder is the source of truth; a copy of the same data's ledger that
+        has charged more steps and extends the folder's history replaces it, so epsilon
+        is never under-counted. A ledger the node cannot open is left to :meth:`train`
+        to refuse.
         """
-        from fedrec.privacy import ledger_from_config
+        from fedrec.privacy import LedgerError, LedgerStore
 
-        if not state or not self.cfg.privacy.enabled:
+        if not state or not self.cfg.privacy.enabled or state.get("fingerprint") != self.fingerprint:
             return
-        disk = ledger_from_config(self.cfg, self.ledger_path)
-        other = ledger_from_config(self.cfg)
-        other.load_state_dict(state)
-        if other.steps > disk.steps:
-            other.save(self.ledger_path)
-            log.warning("client %s: privacy ledger restored from the run state (%d steps)", self.platform, other.steps)
+        try:
+            ledger = self.open_ledger()
+        except LedgerError:
+            return
+        LedgerStore(self.ledger_dir).recover(ledger, state["history"], "run state (Context.state)")
 
     def _train_private(self, server_round: int) -> TrainOutcome:
-        """One round of user-level DP-SGD, charged to the platform's ledger (refused over budget).
+        """One round of user-level DP-SGD, charged to the node's ledger of this data (refused over a limit).
 
         A round re-run after a crash (``federation.resume``) is charged again: its first
-        run's adapter may have been sent, so nothing is ever taken off the ledger.
+        run's adapter may have been sent, so nothing is ever taken off the ledger. A
+        ledger the node knows of but cannot read refuses the round.
         """
-        from fedrec.privacy import ledger_from_config, train_private_from_config
+        from fedrec.privacy import LedgerError, train_private_from_config
 
-        ledger = ledger_from_config(self.cfg, self.ledger_path)
+        try:
+            ledger = self.open_ledger()
+        except LedgerError as exc:
+            log.error("client %s refuses round %d: %s", self.name, server_round, exc)
+            return TrainOutcome({}, 0, float("nan"), 0, 0.0, refused=str(exc))
         result = train_private_from_config(
             self.task,
             self.cfg,
@@ -334,6 +393,25 @@ class PlatformClient:
             users = validation_users(self.task.data.num_users, max_users, int(self.cfg.seed))
         return self.task.evaluate(split, batch_size=self.cfg.train.eval_batch_size, users=users)
 
+    def evaluation_reply(
+        self,
+        global_state: dict[str, np.ndarray],
+        split: str,
+        local_round: int,
+        max_users: int = -1,
+        setup_seconds: float = 0.0,
+    ) -> dict[str, float | int]:
+        """:meth:`evaluate`, recorded in the local report, as the metrics an evaluation reply may carry.
+
+        In a DP run (or on a node with caps) the reply carries only ``withheld``: the
+        metrics stay in :attr:`report` (:mod:`fedrec.federated.replies`).
+        """
+        started = time.perf_counter()
+        m = self.evaluate(global_state, split, local_round, max_users)
+        seconds = time.perf_counter() - started
+        self.report.record(split, local_round, m)
+        return evaluation_metrics(m, seconds, setup_seconds, self.private)
+
 
 #: this process's built clients (least recently used first) and their platforms' shared parts
 _CLIENTS: OrderedDict[str, PlatformClient] = OrderedDict()
@@ -363,6 +441,8 @@ def cached_client(
     cache_dir: str | None = None,
     threads: int | None = None,
     shard: int = 0,
+    ledger_dir: str | Path | None = None,
+    caps: NodeCaps | None = None,
 ) -> PlatformClient:
     """A :class:`PlatformClient`, built on first use in this process and reused while it is cached.
 
@@ -374,13 +454,15 @@ def cached_client(
     keys cover the config text and every argument, so a new run builds new clients; the
     lower-layer caches on disk make that cheap.
     """
-    key = _key(cfg_yaml, platform, shard, str(state_dir), data_root, cache_dir, threads)
+    key = _key(cfg_yaml, platform, shard, str(state_dir), data_root, cache_dir, threads, str(ledger_dir), caps)
     if key in _CLIENTS:
         _CLIENTS.move_to_end(key)
         return _CLIENTS[key]
     cfg = run_config(cfg_yaml)
     pkey = _key(cfg_yaml, platform, data_root, cache_dir)
-    client = PlatformClient(cfg, platform, state_dir, data_root, cache_dir, threads, shard, _PARTS.get(pkey))
+    client = PlatformClient(
+        cfg, platform, state_dir, data_root, cache_dir, threads, shard, _PARTS.get(pkey), ledger_dir, caps
+    )
     _PARTS[pkey] = client.parts
     _PARTS.move_to_end(pkey)
     while len(_PARTS) > len(cfg.platforms):

@@ -1,8 +1,9 @@
 """An in-process transport: every platform's client in this process, no Flower, no Ray.
 
 The same :class:`~fedrec.federated.server.Coordinator` and
-:class:`~fedrec.federated.client.PlatformClient` as the Flower apps, called directly;
-useful as a reference (a Flower run must give the same numbers) and for debugging.
+:class:`~fedrec.federated.client.PlatformClient` as the Flower apps, called directly, with
+the replies the ClientApp would send (:mod:`fedrec.federated.replies`); useful as a
+reference (a Flower run must give the same numbers) and for debugging.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fedrec.federated.aggregate import state_nbytes
 from fedrec.federated.client import PlatformClient, PlatformParts
+from fedrec.federated.replies import merge_local_reports, train_metrics
 from fedrec.federated.server import (
     ClientEvaluation,
     ClientUpdate,
@@ -42,7 +44,13 @@ class LocalTransport:
             platform, shard = partition_client(self.cfg, client_names(self.cfg).index(name))
             folder = self.state_root / run_key / name
             client = PlatformClient(
-                self.cfg, platform, folder, threads=self.threads, shard=shard, parts=self.parts.get(platform)
+                self.cfg,
+                platform,
+                folder,
+                threads=self.threads,
+                shard=shard,
+                parts=self.parts.get(platform),
+                ledger_dir=self.state_root / "privacy",
             )
             self.clients[name] = client
             self.parts[platform] = client.parts
@@ -54,7 +62,8 @@ class LocalTransport:
         for name in co.clients:
             c = self._client(name, co.run_key)
             out = c.train(co.global_state, server_round)
-            metrics = {"train_loss": out.loss, "steps": float(out.steps), "train_seconds": out.seconds, **out.metrics}
+            sent = train_metrics(out.num_examples, out.loss, out.steps, out.seconds, 0.0, out.metrics, c.private)
+            metrics = {k.replace("-", "_"): float(v) for k, v in sent.items() if k != "num-examples"}
             if out.refused is not None:
                 updates.append(ClientUpdate("local", c.platform, None, 0, metrics, refused=out.refused, client=name))
                 continue
@@ -71,17 +80,23 @@ class LocalTransport:
         out = []
         for name in co.clients:
             c = self._client(name, co.run_key)
-            m = c.evaluate(state, split, server_round, max_users)
-            out.append(ClientEvaluation("local", c.platform, {**m, "num-examples": m["users"]}, name))
+            m = c.evaluation_reply(state, split, server_round, max_users)
+            out.append(ClientEvaluation("local", c.platform, dict(m), name))
         return out, state_nbytes(state)
 
 
 def run_local(cfg: DictConfig, out_dir: str | Path, command: str = "local") -> dict[str, Any]:
-    """Run the federation in this process (see the module docstring); returns the results document."""
+    """Run the federation in this process (see the module docstring); returns the results document.
+
+    The operator runs every platform here, so a DP run's withheld test metrics are read
+    back from the platforms' local reports (:func:`fedrec.federated.replies.merge_local_reports`).
+    """
     run_cfg = prepare_run_config(cfg, out_dir)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     (Path(out_dir) / "fedrec_config.yaml").write_text(OmegaConf.to_yaml(run_cfg))
     initial, backbone = initial_adapter(run_cfg)
     co = Coordinator(run_cfg, out_dir, initial, backbone)
     threads = max(1, int(run_cfg.federation.client_cpus))
-    return run_rounds(co, LocalTransport(run_cfg, run_cfg.federation.client_state_dir, threads), command)
+    state_root = run_cfg.federation.client_state_dir
+    doc = run_rounds(co, LocalTransport(run_cfg, state_root, threads), command)
+    return merge_local_reports(doc, state_root)

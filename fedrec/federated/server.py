@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fedrec.federated.aggregate import aggregate, check_update, check_weight, state_nbytes
 from fedrec.federated.arrays import to_numpy
+from fedrec.federated.replies import is_withheld
 from fedrec.federated.shards import by_platform, client_names, shards_per_platform
 from fedrec.federated.supported import check_supported
 from fedrec.io import save_torch, write_json
@@ -353,6 +354,10 @@ class Coordinator:
             warning logged) when a client did not report.
         """
         client_valid: dict[str, Any] = {e.name: e.metrics for e in sorted(evaluations, key=lambda e: e.name)}
+        withheld = sorted(name for name, m in client_valid.items() if is_withheld(m))
+        if withheld:  # DP clients send no data-dependent validation (fedrec.federated.replies)
+            self.log(logging.INFO, f"round {server_round}: {withheld} withheld validation (DP); no cross-platform loss")
+            return client_valid, client_valid, None
         valid = client_valid
         if self.shards > 1:
             valid = by_platform(client_valid, self.platforms, evaluation=True)
@@ -415,7 +420,11 @@ class Coordinator:
         }
         self.history.append(entry)
         self.round = server_round
-        if xloss is not None and (self.best_loss is None or xloss < self.best_loss):
+        if xloss is None and any(is_withheld(e.metrics) for e in evaluations):
+            # no validation under DP: the joint model is the latest round's adapter
+            self.best_round = server_round
+            self.best_state = {k: np.array(v, copy=True) for k, v in self.global_state.items()}
+        elif xloss is not None and (self.best_loss is None or xloss < self.best_loss):
             self.best_round, self.best_loss = server_round, xloss
             self.best_state = {k: np.array(v, copy=True) for k, v in self.global_state.items()}
         self.pending = {}
@@ -454,7 +463,7 @@ class Coordinator:
         x = entry["cross_platform_loss"]
         parts = [f"round {entry['round']}/{self.fed.rounds}", f"xloss {x:.4f}" if x is not None else "xloss n/a"]
         for p, v in entry["platforms"].items():
-            if v["valid"]:
+            if v["valid"] and "NDCG@10" in v["valid"]:
                 parts.append(f"{p} NDCG@10 {v['valid']['NDCG@10']:.4f}")
         eps = self.epsilons(entry)
         if eps:
@@ -545,6 +554,7 @@ class Coordinator:
             federation={
                 "aggregation": self.mode,
                 "rounds": self.round,
+                "run_key": self.run_key,  # names the clients' state folders (their local reports)
                 "best_round": self.best_round,
                 "adapter_bytes": adapter,
                 "backbone_bytes": self.backbone_bytes,

@@ -4,7 +4,9 @@ The guarantee: the adapter (and platform-local head) a platform trains, over all
 rounds it takes part in, is (epsilon, delta)-DP with respect to adding or removing any
 one of its users -- the user's whole history is the unit (PROTOCOL.md). See
 :mod:`fedrec.privacy.dpsgd` for how a step works, :mod:`fedrec.privacy.accounting` for
-the cumulative ledger.
+the cumulative ledger, :mod:`fedrec.privacy.ledgers` for where a node keeps it (keyed by
+the training data: :mod:`fedrec.privacy.fingerprint`) and :mod:`fedrec.privacy.node_caps`
+for the limits a node sets itself. The threat model: docs/PRIVACY.md.
 """
 
 from fedrec.privacy.accounting import (
@@ -26,6 +28,9 @@ from fedrec.privacy.dpsgd import (
     train_private,
     train_private_from_config,
 )
+from fedrec.privacy.fingerprint import training_fingerprint
+from fedrec.privacy.ledgers import LedgerError, LedgerStore
+from fedrec.privacy.node_caps import NodeCaps
 from fedrec.privacy.per_sample import (
     EmbeddingGradCollector,
     FP32DPOptimizer,
@@ -40,6 +45,9 @@ __all__ = [
     "EmbeddingGradCollector",
     "FP32DPOptimizer",
     "FP32GradSampleModule",
+    "LedgerError",
+    "LedgerStore",
+    "NodeCaps",
     "PerSampleGradients",
     "PrivacyLedger",
     "PrivateFitResult",
@@ -55,4 +63,5 @@ __all__ = [
     "plan_private",
     "train_private",
     "train_private_from_config",
+    "training_fingerprint",
 ]

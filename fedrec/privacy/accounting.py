@@ -4,34 +4,46 @@ The mechanism of every DP-SGD step is the Poisson-subsampled Gaussian mechanism 
 sampling rate ``q`` (over users) and noise multiplier ``sigma``. Its composition over
 steps is what Opacus's accountants compute from a *history* of
 ``(noise_multiplier, sample_rate, num_steps)`` entries. :class:`PrivacyLedger` keeps
-that history for one platform across rounds (and processes: it persists atomically), so
-the epsilon it reports is cumulative over every round the platform trained in, exactly
-as one accountant run over all steps would report it.
+that history for one platform across rounds (and processes: it persists as a durable
+file, checksummed, with its last good copy kept), so the epsilon it reports is cumulative
+over every round the platform trained in, exactly as one accountant run over all steps
+would report it. Which file holds a platform's ledger, and how a node notices one that
+went missing, is :mod:`fedrec.privacy.ledgers`.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opacus.accountants import create_accountant
 from opacus.accountants.utils import get_noise_multiplier
 
-from fedrec.io import write_json
+from fedrec.io import read_durable, write_durable
+
+if TYPE_CHECKING:
+    from fedrec.privacy.node_caps import NodeCaps
+
+log = logging.getLogger("fedrec.privacy")
 
 #: Accountants fedrec supports (Opacus mechanism names).
 ACCOUNTANTS = ("rdp", "prv")
 
+#: Opacus PRV's default error bound on epsilon (absolute)
+PRV_EPS_ERROR = 0.01
+
 #: ``(noise_multiplier, sample_rate, num_steps)``, Opacus's history entry.
 Entry = tuple[float, float, int]
 
-LEDGER_FORMAT = 1
+#: 2: a durable file (fedrec.io) with the ledger's platform and data fingerprint
+LEDGER_FORMAT = 2
 
 
 def _check_accountant(name: str) -> None:
@@ -76,7 +88,9 @@ def epsilon_of(history: Sequence[Entry], delta: float, accountant: str = "rdp") 
     delta : float
         Target delta.
     accountant : {"rdp", "prv"}, default "rdp"
-        Opacus accountant. ``prv`` returns the upper end of its error interval.
+        Opacus accountant. ``prv`` (privacy random variables: as tight as a privacy
+        loss distribution) returns the upper end of its error interval, refined to
+        about 0.2% of epsilon (at least 0.001).
 
     Returns
     -------
@@ -96,7 +110,14 @@ def _epsilon(history: tuple[Entry, ...], delta: float, accountant: str) -> float
         return math.inf
     acc = create_accountant(mechanism=accountant)
     acc.history = list(history)
-    return float(acc.get_epsilon(delta=delta))
+    eps = float(acc.get_epsilon(delta=delta))
+    if accountant == "prv":
+        # PRV returns the upper end of an interval of absolute width eps_error (0.01 by default): 1.2% of an
+        # epsilon of 0.86. Refine to ~0.2% relative (at least 1e-3: finer costs seconds to minutes).
+        error = min(PRV_EPS_ERROR, max(1e-3, 0.002 * eps))
+        if error < PRV_EPS_ERROR:
+            eps = float(acc.get_epsilon(delta=delta, eps_error=error))
+    return eps
 
 
 def calibrate_noise(
@@ -146,24 +167,36 @@ def calibrate_noise(
 
 
 class PrivacyLedger:
-    """One platform's privacy spending across rounds: accountant history, budget, persistence.
+    """One platform's privacy spending on one training data set: accountant history, budget, persistence.
 
-    The ledger holds the Opacus accountant's ``history`` (not an accountant object:
-    a fresh accountant is built from the history whenever epsilon is needed, so a
-    ledger that was saved and loaded reports exactly what one long accountant run
-    would). A round is *charged* before it trains (see :meth:`charge`), so a crash
-    mid-round can over-report but never under-report.
+    The ledger holds the Opacus accountant's ``history`` of mechanisms (not an
+    accountant object, nor epsilons: a fresh accountant is built from the history
+    whenever epsilon is needed, so a ledger that was saved and loaded reports exactly
+    what one long accountant run would, at any delta and with either accountant). A
+    round is *charged* before it trains (see :meth:`charge`), so a crash mid-round can
+    over-report but never under-report.
 
     Parameters
     ----------
     delta : float, default 1e-5
-        Delta of the guarantee (PROTOCOL.md).
+        Delta of the epsilons this ledger reports (PROTOCOL.md).
     accountant : {"rdp", "prv"}, default "rdp"
         Opacus accountant used for every epsilon this ledger reports.
     budget : float, optional
         Cumulative epsilon a round may not push the platform above (None = no limit).
     path : path-like, optional
-        JSON file the ledger is saved to after every charge (atomically).
+        Durable file the ledger is saved to after every charge.
+    platform, fingerprint : str, optional
+        What the ledger is for: the platform and its training data
+        (:func:`fedrec.privacy.fingerprint.training_fingerprint`).
+    caps : NodeCaps, optional
+        The node's own limits, checked with the run's budget (:meth:`check`).
+    elsewhere : sequence of histories, optional
+        The platform's other ledgers on the node (other training data), counted by
+        ``caps.max_epsilon``.
+    on_save : callable, optional
+        Called with the ledger after each save (the node registry,
+        :meth:`fedrec.privacy.ledgers.LedgerStore.register`).
     """
 
     def __init__(
@@ -172,6 +205,11 @@ class PrivacyLedger:
         accountant: str = "rdp",
         budget: float | None = None,
         path: str | os.PathLike[str] | None = None,
+        platform: str = "",
+        fingerprint: str = "",
+        caps: NodeCaps | None = None,
+        elsewhere: Sequence[Sequence[Entry]] = (),
+        on_save: Callable[[PrivacyLedger], Any] | None = None,
     ) -> None:
         _check_accountant(accountant)
         if not 0 < delta < 1:
@@ -180,6 +218,10 @@ class PrivacyLedger:
         self.accountant = accountant
         self.budget = None if budget is None else float(budget)
         self.path = None if path is None else Path(path)
+        self.platform, self.fingerprint = platform, fingerprint
+        self.caps = caps
+        self.elsewhere = [list(h) for h in elsewhere]
+        self.on_save = on_save
         self.history: list[Entry] = []
         self.rounds: list[dict[str, Any]] = []
 
@@ -194,7 +236,7 @@ class PrivacyLedger:
         return sum(s for _, _, s in self.history)
 
     def check(self, noise_multiplier: float, sample_rate: float, steps: int) -> str | None:
-        """Why a round of ``steps`` steps may not run, or None if it fits the budget.
+        """Why a round of ``steps`` steps may not run, or None if it fits the budget and the node's caps.
 
         Parameters
         ----------
@@ -206,12 +248,17 @@ class PrivacyLedger:
         Returns
         -------
         str or None
-            A sentence naming the epsilon the round would reach, the budget and what
-            was spent so far; None when there is no budget or the round fits.
+            A sentence naming the epsilon the round would reach, the limit and what
+            was spent so far; None when the round fits (or nothing limits it).
         """
+        entry = (float(noise_multiplier), float(sample_rate), int(steps))
+        if self.caps is not None:
+            reason = self.caps.check(self.history, entry, self.elsewhere, self.accountant)
+            if reason is not None:
+                return reason
         if self.budget is None:
             return None
-        after = self.epsilon([(noise_multiplier, sample_rate, steps)])
+        after = self.epsilon([entry])
         if after <= self.budget:
             return None
         return (
@@ -228,8 +275,8 @@ class PrivacyLedger:
         Raises
         ------
         ValueError
-            If the round would exceed the budget (call :meth:`check` first to get the
-            reason without an exception).
+            If the round would exceed the budget or the node's caps (call :meth:`check`
+            first to get the reason without an exception).
         """
         reason = self.check(noise_multiplier, sample_rate, steps)
         if reason is not None:
@@ -254,10 +301,13 @@ class PrivacyLedger:
         """JSON-able state (for Flower's ``Context.state`` or a file)."""
         return {
             "format": LEDGER_FORMAT,
+            "platform": self.platform,
+            "fingerprint": self.fingerprint,
             "accountant": self.accountant,
             "delta": self.delta,
             "budget": self.budget,
             "history": [list(e) for e in self.history],
+            "steps": self.steps,
             "rounds": list(self.rounds),
             "epsilon": self.epsilon(),
         }
@@ -265,28 +315,62 @@ class PrivacyLedger:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output.
 
+        The history is kept whatever delta or accountant it was charged under: epsilon
+        is recomputed from it with this ledger's (both accountants bound the same
+        mechanisms), so a later run with other settings still starts from everything
+        spent before.
+
         Raises
         ------
         ValueError
-            If the saved accountant or delta differ from this ledger's (epsilons under
-            different settings cannot be mixed silently).
+            If the format is unknown, or the state belongs to another platform or
+            training data than this ledger's (when both are set).
         """
         if state.get("format") != LEDGER_FORMAT:
-            raise ValueError(f"unknown privacy ledger format {state.get('format')!r}")
-        if state["accountant"] != self.accountant or float(state["delta"]) != self.delta:
-            raise ValueError(
-                f"privacy ledger was kept with accountant={state['accountant']}, delta={state['delta']}; "
-                f"this run uses accountant={self.accountant}, delta={self.delta}"
+            raise ValueError(f"unknown privacy ledger format {state.get('format')!r} (expected {LEDGER_FORMAT})")
+        for key in ("platform", "fingerprint"):
+            mine, theirs = getattr(self, key), str(state.get(key, ""))
+            if mine and theirs and mine != theirs:
+                raise ValueError(f"privacy ledger of {key} {theirs!r} cannot be loaded as the ledger of {mine!r}")
+        if (state["accountant"], float(state["delta"])) != (self.accountant, self.delta):
+            log.info(
+                "privacy ledger %s: charged under accountant=%s, delta=%s; reported with accountant=%s, delta=%s",
+                self.path or "(in memory)",
+                state["accountant"],
+                state["delta"],
+                self.accountant,
+                self.delta,
             )
+        self.platform = self.platform or str(state.get("platform", ""))
+        self.fingerprint = self.fingerprint or str(state.get("fingerprint", ""))
         self.history = merge_history(tuple(e) for e in state["history"])
         self.rounds = list(state.get("rounds", []))
 
     def save(self, path: str | os.PathLike[str] | None = None) -> Path:
-        """Atomically write :meth:`state_dict` as JSON to ``path`` (default: :attr:`path`)."""
+        """Durably write :meth:`state_dict` to ``path`` (default: :attr:`path`), then call :attr:`on_save`."""
         target = Path(path) if path is not None else self.path
         if target is None:
             raise ValueError("no path to save the privacy ledger to")
-        return write_json(target, self.state_dict())
+        out = write_durable(target, json.dumps(self.state_dict(), indent=1).encode())
+        if self.on_save is not None:
+            self.on_save(self)
+        return out
+
+    @staticmethod
+    def read(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+        """The state saved at ``path`` (its last good copy if the newest is damaged, logged); None if none exists.
+
+        Raises
+        ------
+        fedrec.io.CorruptStateError
+            If copies exist but none is readable.
+        """
+
+        def fallback(message: str) -> None:
+            log.warning("privacy ledger: %s", message)
+
+        payload = read_durable(path, on_fallback=fallback)
+        return None if payload is None else json.loads(payload)
 
     @classmethod
     def open(
@@ -296,7 +380,10 @@ class PrivacyLedger:
         accountant: str = "rdp",
         budget: float | None = None,
     ) -> PrivacyLedger:
-        """The ledger saved at ``path`` (a new, empty one if the file does not exist), saving back there.
+        """The ledger saved at ``path`` (a new, empty one if no copy exists), saving back there.
+
+        A stand-alone file: a node's ledgers go through
+        :class:`fedrec.privacy.ledgers.LedgerStore`, which also notices a deleted one.
 
         Parameters
         ----------
@@ -306,13 +393,13 @@ class PrivacyLedger:
             See :class:`PrivacyLedger`; ``budget`` is this run's (it may change between runs).
         """
         ledger = cls(delta=delta, accountant=accountant, budget=budget, path=path)
-        p = Path(path)
-        if p.is_file():
-            ledger.load_state_dict(json.loads(p.read_text()))
+        state = cls.read(path)
+        if state is not None:
+            ledger.load_state_dict(state)
         return ledger
 
     def __repr__(self) -> str:
         return (
-            f"PrivacyLedger(epsilon={self.epsilon():.4g}, delta={self.delta:g}, accountant={self.accountant}, "
-            f"budget={self.budget}, steps={self.steps}, rounds={len(self.rounds)})"
+            f"PrivacyLedger(platform={self.platform!r}, epsilon={self.epsilon():.4g}, delta={self.delta:g}, "
+            f"accountant={self.accountant}, budget={self.budget}, steps={self.steps}, rounds={len(self.rounds)})"
         )

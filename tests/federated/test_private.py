@@ -14,7 +14,8 @@ from fedrec.cli.jobs import privacy_lines, simulation_privacy
 from fedrec.config import compose_config
 from fedrec.federated.client import PlatformClient
 from fedrec.federated.local import run_local
-from fedrec.privacy import epsilon_of, ledger_from_config
+from fedrec.federated.replies import PUBLIC_TRAIN_KEYS
+from fedrec.privacy import PrivacyLedger, epsilon_of, ledger_from_config
 
 pytestmark = pytest.mark.slow
 
@@ -51,8 +52,11 @@ def test_epsilon_is_cumulative_over_rounds(data_root: Path, tmp_path: Path) -> N
         assert trains[0]["epsilon"] < trains[1]["epsilon"] < trains[2]["epsilon"]
         assert priv["epsilon"][name] == trains[-1]["epsilon"]
         assert [e["epsilon"][name] for e in priv["per_round"]] == [t["epsilon"] for t in trains]
-        ledger = json.loads(next((tmp_path / "run" / "client_state").glob(f"*/{name}/privacy_ledger.json")).read_text())
-        assert ledger  # persisted on the client's disk
+        (path,) = (tmp_path / "run" / "client_state" / "privacy").glob(f"{name}-*.ledger")  # the node's, not the run's
+        ledger = PrivacyLedger.read(path) or {}
+        assert ledger["steps"] == 3 * steps and ledger["epsilon"] == pytest.approx(trains[-1]["epsilon"])
+        report = json.loads(next((tmp_path / "run" / "client_state").glob(f"*/{name}/evaluation.json")).read_text())
+        assert sorted(report["valid"]) == ["1", "2", "3"] and doc["platforms"][name]["test"] == report["test"]["3"]
     title, rows = privacy_lines(simulation_privacy(doc), "cumulative over all 3 rounds")  # simulate's last table
     assert "cumulative over all 3 rounds (user-level epsilon, delta=1e-05" in title
     assert rows == [
@@ -73,7 +77,7 @@ def test_budget_refusal_excludes_the_client_and_the_run_finishes(data_root: Path
         (ref,) = [r for r in h["refused"] if r["platform"] == "video"]
         assert "budget" in ref["reason"] and ref["epsilon"] == pytest.approx(one)
         assert h["platforms"]["video"]["train"] is None and h["platforms"]["social"]["train"]["num_examples"] > 0
-        assert h["rejected"] == [] and h["cross_platform_loss"] is not None
+        assert h["rejected"] == [] and h["cross_platform_loss"] is None  # validation is withheld under DP
     assert doc["privacy"]["epsilon"]["video"] == pytest.approx(one) and one <= cfg.privacy.budget
 
 
@@ -87,14 +91,16 @@ def test_target_epsilon_is_met_at_the_last_round(data_root: Path, tmp_path: Path
 def test_ledger_restored_from_run_state_is_never_behind(data_root: Path, tmp_path: Path) -> None:
     cfg = _cfg(data_root, tmp_path, "privacy=dp")
     client = PlatformClient(cfg, "video", tmp_path / "state")
-    ahead = ledger_from_config(cfg)
+    ahead = client.open_ledger()
+    ahead.save = lambda *a, **k: tmp_path  # type: ignore[method-assign]  # a copy kept in memory only
     ahead.charge(1.0, 0.02, 40, round_id=1)
     client.restore_ledger(ahead.state_dict())  # the disk had nothing: the run state wins
-    assert ledger_from_config(cfg, client.ledger_path).steps == 40
+    assert client.open_ledger().steps == 40
     behind = ledger_from_config(cfg)
     behind.charge(1.0, 0.02, 10, round_id=1)
-    client.restore_ledger(behind.state_dict())  # behind the disk: ignored
-    assert ledger_from_config(cfg, client.ledger_path).steps == 40
+    client.restore_ledger({**behind.state_dict(), "fingerprint": client.fingerprint})  # behind the disk: ignored
+    client.restore_ledger({**ahead.state_dict(), "history": [[1.0, 0.02, 90]], "fingerprint": "0" * 64})  # other data
+    assert client.open_ledger().steps == 40
 
 
 def test_flower_simulation_with_dp_logs_epsilon(data_root: Path, tmp_path: Path) -> None:
@@ -122,3 +128,16 @@ def test_flower_simulation_with_dp_logs_epsilon(data_root: Path, tmp_path: Path)
     eps = doc["privacy"]["epsilon"]
     assert set(eps) == {"video", "social"} and all(0 < e < 50 for e in eps.values())
     assert f"eps social {eps['social']:.3g} video {eps['video']:.3g}" in proc.stderr  # the round-2 log line
+    # what the server received: the public training metrics, and no validation at all
+    for h in doc["federation"]["history"]:
+        for name, rec in h["platforms"].items():
+            assert rec["valid"] == {"withheld": 1}, name
+            assert set(rec["train"]) <= {k.replace("-", "_") for k in PUBLIC_TRAIN_KEYS} | {"bytes_up"}, name
+    assert doc["federation"]["best_round"] == 2 and doc["cross_platform_loss"] is None  # the latest round's adapter
+    # the operator of the simulation read each platform's own report for the test table
+    for name in ("video", "social"):
+        source = Path(doc["platforms"][name]["test_source"])
+        assert source.parent.parent.parent == out / "client_state" and source.parent.name == name
+        assert doc["platforms"][name]["test"] == json.loads(source.read_text())["test"]["2"]
+    assert "each platform's local report" in doc["evaluation"]
+    assert "no validation reached the server" in " ".join(proc.stdout.split())  # the final table's title

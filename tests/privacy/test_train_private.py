@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +122,7 @@ def test_a_round_over_budget_is_refused_with_a_reason_and_nothing_trains(tmp_pat
         result = train_private(task, plan, ledger, num_negatives=-1, progress=False, round_id=r)
         assert result.refused is None
     assert result.epsilon <= 3.0
-    saved = json.loads((tmp_path / "ledger.json").read_text())
+    saved = PrivacyLedger.read(tmp_path / "ledger.json") or {}
     assert [x["round"] for x in saved["rounds"]] == [1, 2] and saved["epsilon"] == pytest.approx(result.epsilon)
     before, _ = snapshot(task)
     refused = train_private(task, plan, ledger, num_negatives=-1, progress=False, round_id=3)
@@ -132,7 +131,7 @@ def test_a_round_over_budget_is_refused_with_a_reason_and_nothing_trains(tmp_pat
     assert refused.public_metrics()["refused"] == refused.refused
     after, _ = snapshot(task)
     assert all(torch.equal(before[n], after[n]) for n in before)
-    assert ledger.steps == 6 and len(json.loads((tmp_path / "ledger.json").read_text())["rounds"]) == 2
+    assert ledger.steps == 6 and len((PrivacyLedger.read(tmp_path / "ledger.json") or {})["rounds"]) == 2
     with pytest.raises(ValueError, match="budget"):
         ledger.charge(plan.noise_multiplier, plan.sample_rate, 3)
 
