@@ -105,8 +105,10 @@ class SequenceEncoder(nn.Module):
     ffn_mult : int, default 1
         Feed-forward width as a multiple of ``dim`` (SASRec uses 1).
     causal : bool, default True
-        Causal attention with positions (a sequence). False: every item attends to every
-        real item and there are no positional embeddings (a set: an order-free history).
+        The default mode of :meth:`forward`: causal attention with positions (a sequence).
+        False: every item attends to every real item and no positional embedding is added
+        (a set: an order-free history). One encoder serves both modes (same weights), so
+        platforms with and without a time order can share it.
     """
 
     def __init__(
@@ -121,15 +123,14 @@ class SequenceEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.max_len, self.causal = max_len, causal
-        self.position = nn.Embedding(max_len, dim) if causal else None
+        self.position = nn.Embedding(max_len, dim)
         self.input_norm = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(dim, heads, dropout, ffn_mult) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
-        if self.position is not None:
-            nn.init.normal_(self.position.weight, std=0.02)
+        nn.init.normal_(self.position.weight, std=0.02)
 
-    def forward(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, items: torch.Tensor, mask: torch.Tensor, causal: bool | None = None) -> torch.Tensor:
         """User states ``[B, T, d]``: position ``t`` sums up items ``<= t`` (all if not causal); zero at padding.
 
         Parameters
@@ -138,18 +139,21 @@ class SequenceEncoder(nn.Module):
             ``[B, T, d]`` item vectors, left-padded (newest item last).
         mask : torch.Tensor
             ``[B, T]`` bool, True at real items.
+        causal : bool, optional
+            Sequence (True) or set (False); default: the encoder's ``causal``.
         """
+        causal = self.causal if causal is None else causal
         b, t, _ = items.shape
         if t > self.max_len:
             raise ValueError(f"sequence of length {t} is longer than max_len={self.max_len}")
-        if self.position is not None:
+        if causal:
             # the right end of a max_len window: the newest item always has position max_len - 1
             items = items + self.position(
                 torch.arange(self.max_len - t, self.max_len, device=items.device).expand(b, t)
             )
         keep = mask.unsqueeze(-1).to(items.dtype)
         x = self.drop(self.input_norm(items)) * keep
-        allowed = attention_mask(mask, self.causal)
+        allowed = attention_mask(mask, causal)
         for block in self.blocks:
             x = block(x, allowed) * keep
         return self.norm(x) * keep

@@ -316,7 +316,8 @@ def check_user_level(task: PlatformTask) -> None:
         )
 
 
-def _noise_generator(plan: DPPlan, seed: int) -> torch.Generator:
+def noise_generator(plan: DPPlan, seed: int) -> torch.Generator:
+    """The noise generator of a run: seeded (reproducible), or from the OS CSPRNG in secure mode."""
     g = torch.Generator()
     g.manual_seed(int.from_bytes(os.urandom(8), "little") if plan.secure_mode else seed)
     return g
@@ -405,7 +406,7 @@ def train_private(
     groups: list[dict[str, Any]] = [{"params": adapters, "lr": lr}]
     if local:
         groups.append({"params": local, "lr": head_lr})
-    gen = _noise_generator(plan, seed)
+    gen = noise_generator(plan, seed)
     task.model.train()
     task.refresh_index()
     per_sample = PerSampleGradients(task.model)

@@ -71,4 +71,5 @@ def test_a_set_encoder_ignores_the_order() -> None:
     perm = torch.tensor([0, 3, 5, 1, 4, 2])
     a, b = enc(x, mask), enc(x[:, perm], mask)
     assert torch.allclose(a[0, perm], b[0], atol=1e-5)
-    assert enc.position is None
+    causal = _encoder()
+    assert causal(x, mask, causal=False).shape == causal(x, mask).shape  # one set of weights, both modes

@@ -1,0 +1,187 @@
+"""User-level DP-SGD of the shared sequence model: one row per sampled user, clipped once.
+
+How a step works
+----------------
+* **Sampling**: every user with a training row is in the step's batch independently with
+  probability ``q`` (:class:`~fedrec.privacy.sampling.UserSampler`); a sampled user is one row
+  holding *all* of its training targets (:mod:`fedrec.seqrec.rows`), so one user is one row.
+* **Per-row gradients**: Opacus's hooks (:class:`~fedrec.privacy.per_sample.PerSampleGradients`)
+  on :class:`PerRowLoss`, which computes exactly the loss of
+  :meth:`~fedrec.seqrec.model.SharedSequenceModel.loss` in a batch-first form: the text adaptor
+  is applied to each row's own input items, and the tied output side scores the catalogue as
+  ``(q W) · textᵀ`` (:class:`TiedOutput`, registered with Opacus), whose per-row gradient is
+  that row's. A row reads its own user's items, the public catalogue text and the shared
+  model only: nothing fit on other users (no ID embeddings, no prior), so its gradient is
+  that user's alone (tested by changing another user's data).
+* **Clip, noise, account**: as :func:`fedrec.privacy.dpsgd.train_private`: flat fp32 clipping of
+  each row over every shared parameter, Gaussian noise on the sum, the step charged to the
+  platform's ledger before training. Noise goes on the shared parameters only: the personal
+  model is trained afterwards on the platform's own data and never leaves it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from opacus.grad_sample import GradSampleModule
+from torch import nn
+
+from fedrec.privacy.accounting import PrivacyLedger
+from fedrec.privacy.dpsgd import DPPlan, PrivateFitResult, noise_generator
+from fedrec.privacy.per_sample import FP32DPOptimizer, FP32GradSampleModule, PerSampleGradients
+from fedrec.privacy.sampling import UserSampler
+from fedrec.seqrec.model import SharedSequenceModel, row_loss
+from fedrec.seqrec.rows import Rows
+
+
+class TiedOutput(nn.Module):
+    """The output side of a tied text adaptor: ``q -> q @ W`` (``W`` the adaptor's ``[d, text_dim]`` weight).
+
+    Scores are ``(q @ W) · textᵀ``: the adaptor's bias adds ``q · b`` to every item alike,
+    which no softmax sees, so it is left out. The weight is the adaptor's own parameter,
+    held here too so that Opacus hooks this use of it (its per-row gradients of both uses
+    are summed).
+    """
+
+    def __init__(self, adaptor: nn.Linear) -> None:
+        super().__init__()
+        self.weight = adaptor.weight
+
+    def forward(self, queries: torch.Tensor) -> torch.Tensor:
+        """``[B, Q, d] -> [B, Q, text_dim]``."""
+        return queries @ self.weight
+
+
+def tied_output_grad_sample(
+    layer: TiedOutput, activations: list[torch.Tensor], backprops: torch.Tensor
+) -> dict[torch.Tensor, torch.Tensor]:
+    """Per-row gradients of :class:`TiedOutput`'s weight (fp32): ``sum_q q_qᵀ g_q`` per row."""
+    return {layer.weight: torch.einsum("n...d,n...k->ndk", activations[0].float(), backprops.float())}
+
+
+# extension by registration: Opacus looks samplers up by module class
+FP32GradSampleModule.GRAD_SAMPLERS[TiedOutput] = tied_output_grad_sample
+GradSampleModule.GRAD_SAMPLERS[TiedOutput] = tied_output_grad_sample
+
+
+class PerRowLoss(nn.Module):
+    """The shared model's per-row loss in a batch-first form (what Opacus needs), equal to its ``loss``."""
+
+    def __init__(self, shared: SharedSequenceModel) -> None:
+        super().__init__()
+        self.shared = shared
+        self.output = TiedOutput(shared.adaptor)
+
+    def forward(self, text: torch.Tensor, rows: Rows) -> torch.Tensor:
+        """``[B]`` per-row losses."""
+        inputs = self.shared.adaptor(text[rows.ids])  # [B, L, d]: each row's own items
+        states = self.shared.encoder(inputs, rows.mask, causal=rows.causal)
+        if rows.causal:
+            queries = states
+        else:
+            m = rows.mask.unsqueeze(-1).to(states.dtype)
+            queries = ((states * m).sum(1) / m.sum(1).clamp_min(1.0)).unsqueeze(1)
+        return row_loss(self.output(queries) @ text.T, rows)
+
+
+def train_shared_private(
+    task: Any,
+    plan: DPPlan,
+    optimizer: torch.optim.Optimizer,
+    ledger: PrivacyLedger | None = None,
+    seed: int = 0,
+    round_id: int | None = None,
+) -> PrivateFitResult:
+    """One round of user-level DP-SGD on a :class:`~fedrec.seqrec.task.SeqTask`'s shared part.
+
+    Parameters
+    ----------
+    task : SeqTask
+        The platform; its shared part is trained in place (frozen text: the adapter is not
+        trained under DP).
+    plan : DPPlan
+        The mechanism; ``plan.steps_per_round`` steps at rate ``plan.sample_rate``.
+    optimizer : torch.optim.Optimizer
+        Over the shared part's parameters (wrapped in Opacus's DP optimizer for the round;
+        its state carries over between rounds: a function of earlier noisy steps).
+    ledger : PrivacyLedger, optional
+        Charged with the round before the first step; default a fresh in-memory one.
+    seed : int, default 0
+        Sampling, row splits and noise (secure mode: sampling and noise from the OS CSPRNG).
+    round_id : int, optional
+        Tag of the round in the ledger.
+    """
+    if task.text.adapter:
+        raise ValueError("DP training of the shared part keeps the text adapter frozen (model.train_adapter=false)")
+    if ledger is None:
+        ledger = PrivacyLedger(delta=plan.delta, accountant=plan.accountant)
+    mech = dict(
+        delta=plan.delta,
+        accountant=plan.accountant,
+        noise_multiplier=plan.noise_multiplier,
+        max_grad_norm=plan.max_grad_norm,
+        sample_rate=plan.sample_rate,
+    )
+    steps = plan.steps_per_round
+    reason = ledger.check(plan.noise_multiplier, plan.sample_rate, steps)
+    if reason is not None:
+        return PrivateFitResult(num_examples={task.name: 0}, epsilon=ledger.epsilon(), refused=reason, **mech)  # type: ignore[arg-type]
+    ledger.charge(plan.noise_multiplier, plan.sample_rate, steps, round_id)
+
+    sample_rng, row_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    sampler = UserSampler(task.trainable_users, plan.sample_rate, rng=sample_rng, secure=plan.secure_mode)
+    users = task.trainable_users
+    text = task.text.index()
+    model = PerRowLoss(task.shared)
+    task.shared.train()
+    per_sample = PerSampleGradients(model)
+    opt = FP32DPOptimizer(
+        optimizer,
+        embeddings=per_sample.embeddings,
+        noise_multiplier=plan.noise_multiplier,
+        max_grad_norm=plan.max_grad_norm,
+        expected_batch_size=plan.expected_batch_size,  # type: ignore[arg-type]  # only divided by
+        loss_reduction="mean",
+        generator=noise_generator(plan, seed),
+        secure_mode=plan.secure_mode,
+    )
+    loss_sum, sampled, empty, clipped = 0.0, 0, 0, 0
+    start = time.perf_counter()
+    try:
+        for _ in range(steps):
+            picked = users[sampler.sample()]
+            opt.zero_grad(set_to_none=True)
+            if len(picked) == 0:  # nobody sampled: the step still releases noise (exact step count)
+                empty += 1
+                for p in opt.dense_params:
+                    p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)
+            else:
+                losses = per_sample(text, task.rows(picked, row_rng))
+                losses.sum().backward()
+                for p in opt.dense_params:  # a parameter the rows did not reach: zero per-row gradients
+                    if getattr(p, "grad_sample", None) is None:
+                        p.grad_sample = torch.zeros((len(picked), *p.shape), dtype=p.dtype)
+                loss_sum += float(losses.detach().sum())
+                sampled += len(picked)
+            opt.step()
+            if opt.last_norms is not None and len(opt.last_norms):
+                clipped += int((opt.last_norms > plan.max_grad_norm).sum())
+    finally:
+        opt.zero_grad(set_to_none=True)
+        per_sample.close()
+        task.shared.eval()
+    return PrivateFitResult(
+        steps=steps,
+        num_examples={task.name: int(round(steps * plan.expected_batch_size))},
+        loss={task.name: loss_sum / sampled if sampled else math.nan},
+        seconds=time.perf_counter() - start,
+        epsilon=ledger.epsilon(),
+        sampled_examples=sampled,
+        empty_steps=empty,
+        clipped_fraction=clipped / sampled if sampled else math.nan,
+        **mech,  # type: ignore[arg-type]
+    )

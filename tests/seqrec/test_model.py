@@ -1,0 +1,66 @@
+"""The shared and personal sequence models: exact row losses, rows independent of each other."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fedrec.seqrec.model import PersonalModel, SharedSequenceModel, row_loss, shared_scores
+from fedrec.seqrec.rows import holdout_rows, left_pad, sequential_rows
+
+N, H = 12, 8
+
+
+def _model() -> SharedSequenceModel:
+    torch.manual_seed(0)
+    return SharedSequenceModel(H, dim=8, max_len=6, layers=1, heads=2, dropout=0.0).eval()
+
+
+def test_row_loss_is_the_mean_cross_entropy_of_each_rows_targets() -> None:
+    rows = sequential_rows([np.array([1, 2, 3, 4]), np.array([5, 6])], max_len=6)
+    logits = torch.randn(2, rows.ids.shape[1], N)
+    got = row_loss(logits, rows)
+    for r in range(2):
+        m = rows.mask[r]
+        want = F.cross_entropy(logits[r][m], rows.targets[r, :, 0][m])
+        assert torch.allclose(got[r], want, atol=1e-6)
+
+
+def test_a_rows_loss_and_gradient_ignore_the_other_rows() -> None:
+    text = torch.randn(N, H)
+    model = _model()
+    hist = [np.array([1, 2, 3, 4]), np.array([5, 6, 7])]
+    changed = [np.array([1, 2, 3, 4]), np.array([9, 10, 11, 0, 2])]
+
+    def grad_of_row0(h: list[np.ndarray]) -> list[torch.Tensor]:
+        model.zero_grad()
+        model.loss(text, sequential_rows(h, 6))[0].backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    for a, b in zip(grad_of_row0(hist), grad_of_row0(changed), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_the_set_model_ignores_the_order_of_a_history() -> None:
+    text, model = torch.randn(N, H), _model()
+    a = shared_scores(model, text, *left_pad([np.array([1, 5, 7])], 6), causal=False)
+    b = shared_scores(model, text, *left_pad([np.array([7, 1, 5])], 6), causal=False)
+    assert torch.allclose(a, b, atol=1e-5)
+    rows = holdout_rows([np.arange(6)], 6, 0.5, [(0, 0)])
+    assert model.loss(text, rows).shape == (1,)
+
+
+def test_the_personal_model_starts_as_the_shared_part_plus_its_id_embeddings() -> None:
+    text, shared = torch.randn(N, H), _model()
+    personal = PersonalModel(shared, N).eval()
+    ids, mask = left_pad([np.array([1, 2, 3])], 6)
+    with torch.no_grad():
+        personal.id_in.weight.zero_()
+        personal.id_out.weight.zero_()
+    assert torch.allclose(
+        personal.scores(text, ids, mask, True), shared_scores(shared, text, ids, mask, True), atol=1e-6
+    )
+    with torch.no_grad():
+        personal.shared.adaptor.weight.add_(1.0)  # a copy: training it leaves the shared part alone
+    assert not torch.allclose(personal.shared.adaptor.weight, shared.adaptor.weight)
