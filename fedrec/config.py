@@ -34,6 +34,12 @@ class PlatformConfig:
         "Append friends' most played train items to the user text (social graph). Uses other users' "
         "data, so it is refused when differential privacy is on.",
     )
+    prior: str = _f(
+        "none",
+        "model.kind=seqrec: a prior fit on the platform's training data and blended into its served score, the "
+        "weight chosen on its valid split from model.seq.prior_weights: 'none' or 'ease'. Stays on the platform.",
+    )
+    prior_lambdas: list[float] = _f([300.0, 1000.0], "EASE prior: the L2 grid, chosen on the valid split.")
 
 
 @dataclass
@@ -49,8 +55,50 @@ class DataConfig:
 
 
 @dataclass
+class SeqConfig:
+    """The sequence model (``model.kind=seqrec``): the shared text part and the personal model."""
+
+    dim: int = _f(64, "Width of the sequence model (the text adaptor maps text vectors to it).")
+    layers: int = _f(2, "Transformer blocks of the sequence encoder.")
+    heads: int = _f(2, "Attention heads.")
+    dropout: float = _f(0.3, "Dropout of the sequence encoder.")
+    max_history: int = _f(50, "Most recent history items a user is read by (the user is the whole history up to it).")
+    holdout: float = _f(0.2, "Order-free platforms: share of a user's history held out as a training row's targets.")
+    train_adapter: bool = _f(
+        False,
+        "Also train the LoRA adapter of the text encoder (straight-through against a refreshed item index); "
+        "false = frozen text vectors (measured: the adapter did not pay for its ~4x compute; docs/RESULTS.md).",
+    )
+    fresh_items: int = _f(256, "With train_adapter: items per step whose text vectors carry the adapter's gradient.")
+    refresh_steps: int = _f(20, "With train_adapter: rebuild the item index every N steps.")
+    batch_size: int = _f(128, "Users (training rows) per step.")
+    lr: float = _f(1e-3, "Adam learning rate of the shared part.")
+    adapter_lr: float = _f(1e-4, "Adam learning rate of the LoRA adapter (train_adapter only).")
+    local_parts: list[str] = _f(
+        [], "Shared-model parts each platform keeps its own copy of (e.g. [adaptor]); still sent, never loaded."
+    )
+    personal_epochs: int = _f(
+        20, "After the last round: epochs of the personal model (shared part + item-ID embeddings, never sent)."
+    )
+    personal_lr: float = _f(1e-3, "Adam learning rate of the personal model.")
+    prior_weights: list[float] = _f(
+        [0.0, 0.25, 0.5, 0.75], "Blend weights of a platform's prior (platforms.<name>.prior) tried on valid."
+    )
+    personal_eval_every: int = _f(
+        5, "Personal model: validate every N epochs and keep the best (0 = no personal model)."
+    )
+
+
+@dataclass
 class ModelConfig:
-    """Backbone, LoRA placement and the two-tower scorer."""
+    """Backbone, LoRA placement and the recommender on top (sequence model or two-tower)."""
+
+    kind: str = _f(
+        "two_tower",
+        "'seqrec': the user is the whole history, read by a sequence model on the text vectors (model.seq); "
+        "'two_tower': the user text of the most recent items through the LoRA encoder (the first model).",
+    )
+    seq: SeqConfig = field(default_factory=SeqConfig)
 
     backbone: str = _f(
         "minilm", "'minilm' (installed all-MiniLM-L6-v2), 'tiny' (random, tests) or a local HF BERT folder."
@@ -305,6 +353,7 @@ class FedrecConfig:
 
 CHOICES = {
     "mode": ("local", "centralized"),
+    "model.kind": ("seqrec", "two_tower"),
     "model.score": ("cosine", "dot"),
     "model.item_tower": ("frozen", "shared"),
     "eval.loss_weights": ("uniform", "users"),
@@ -338,6 +387,7 @@ def validate(cfg: DictConfig) -> None:
     for name, p in cfg.platforms.items():
         if p.friend_signal and name != "social" and p.loader != "custom":
             raise ValueError(f"platforms.{name}.friend_signal needs a platform with a friend graph")
+    validate_seq(cfg)
     if cfg.model.lora_layers < 0:
         raise ValueError(f"model.lora_layers must be >= 0, got {cfg.model.lora_layers}")
     if cfg.train.batch_size <= 0:
@@ -365,6 +415,31 @@ def validate(cfg: DictConfig) -> None:
     if not 0.0 <= cfg.mmr_lambda <= 1.0 or cfg.k < 1:
         raise ValueError(f"mmr_lambda must be in [0, 1] and k >= 1, got mmr_lambda={cfg.mmr_lambda}, k={cfg.k}")
     validate_privacy(cfg)
+
+
+def validate_seq(cfg: DictConfig) -> None:
+    """Check ``model.seq`` (the sequence model's ranges and part names).
+
+    Raises
+    ------
+    ValueError
+        Naming the key and the bad value.
+    """
+    seq = cfg.model.seq
+    if seq.dim < 1 or seq.heads < 1 or seq.dim % seq.heads:
+        raise ValueError(f"model.seq.dim ({seq.dim}) must be a positive multiple of model.seq.heads ({seq.heads})")
+    if seq.layers < 1 or seq.max_history < 1 or seq.batch_size < 1 or seq.personal_epochs < 0:
+        raise ValueError("model.seq.layers, max_history and batch_size must be >= 1 and personal_epochs >= 0")
+    if not 0.0 < seq.holdout < 1.0 or not 0.0 <= seq.dropout < 1.0:
+        raise ValueError(f"model.seq.holdout must be in (0, 1) and dropout in [0, 1), got {seq.holdout}, {seq.dropout}")
+    for name, p in cfg.platforms.items():
+        if p.get("prior", "none") not in ("none", "ease"):
+            raise ValueError(f"platforms.{name}.prior={p.prior!r} is not one of ['none', 'ease']")
+    if any(not 0.0 <= w <= 1.0 for w in seq.prior_weights) or not seq.prior_weights:
+        raise ValueError(f"model.seq.prior_weights must be a non-empty list in [0, 1], got {list(seq.prior_weights)}")
+    bad = [p for p in seq.local_parts if p not in ("adaptor", "encoder")]
+    if bad:
+        raise ValueError(f"model.seq.local_parts has unknown parts {bad}; known: ['adaptor', 'encoder']")
 
 
 def validate_privacy(cfg: DictConfig) -> None:

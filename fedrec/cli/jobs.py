@@ -36,6 +36,7 @@ def cli_job(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictConfig]
     def run(cfg: DictConfig) -> dict[str, Any]:
         try:
             validate(cfg)
+            check_model_kind(cfg)
             torch.manual_seed(cfg.seed)
             np.random.seed(cfg.seed)
             torch.set_num_threads(cfg.train.threads)
@@ -45,6 +46,26 @@ def cli_job(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictConfig]
             raise SystemExit(2) from None
 
     return run
+
+
+#: commands that run the two-tower model only (the sequence model trains with ``fedrec simulate``)
+TWO_TOWER_COMMANDS = ("train", "export", "recommend", "audit")
+
+
+def check_model_kind(cfg: DictConfig) -> None:
+    """Refuse a command that does not run the configured model (rather than training another one).
+
+    Raises
+    ------
+    ValueError
+        ``model.kind=seqrec`` with a command of :data:`TWO_TOWER_COMMANDS`.
+    """
+    if str(cfg.command) in TWO_TOWER_COMMANDS and str(cfg.model.kind) == "seqrec":
+        raise ValueError(
+            f"fedrec {cfg.command} runs the two-tower model: add model=minilm_lora (or model=tiny); the sequence "
+            "model (model=seqrec, the default) trains with fedrec simulate, whose federation.compare_local=true "
+            "also trains each platform alone"
+        )
 
 
 def evaluate_tasks(tasks: list[Any], splits: list[str], batch_size: int) -> dict[str, dict[str, Any]]:
@@ -220,6 +241,10 @@ def print_simulation(doc: dict[str, Any]) -> None:
         rows.append((platform, label, metrics))
         if platform in local:
             rows.append((platform, f"local-only ({local[platform]['steps']} steps)", local[platform]["test"]))
+        for name, m in (("shared part", metrics), ("local shared part", local.get(platform, {}).get("test", {}))):
+            part = shared_part(m)  # the sequence model: its text path alone, beside the served model
+            if part:
+                rows.append((platform, name, part))
         for model, m in base.get(platform, {}).items():
             rows.append((platform, model, m))
     xloss = doc.get("cross_platform_loss")
@@ -243,6 +268,16 @@ def print_simulation(doc: dict[str, Any]) -> None:
         Console().print(table)
     rounds = fed.get("rounds", "?")
     print_privacy(simulation_privacy(doc), f"cumulative over all {rounds} rounds")
+
+
+def shared_part(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The shared part's metrics of a sequence-model result (``shared-<metric>``; empty for the two-tower model)."""
+    from fedrec.federated.replies import SHARED_PREFIX
+
+    out = {k[len(SHARED_PREFIX) :]: v for k, v in metrics.items() if k.startswith(SHARED_PREFIX)}
+    if out and "users" in metrics:
+        out["users"] = metrics["users"]
+    return out
 
 
 #: how to turn DP-SGD on, in the non-private runs' privacy line

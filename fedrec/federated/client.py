@@ -21,18 +21,20 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from fedrec.federated import seq_client
 from fedrec.federated.arrays import to_numpy, to_torch
 from fedrec.federated.replies import LocalReport, evaluation_metrics
 from fedrec.io import save_torch
 
 if TYPE_CHECKING:
     from fedrec.privacy import NodeCaps, PrivacyLedger
+    from fedrec.seqrec.task import SeqTask
     from fedrec.task import PlatformTask
 
 log = logging.getLogger("fedrec.federated")
@@ -133,6 +135,7 @@ class PlatformParts:
 
     def __init__(self, cfg: DictConfig, platform: str) -> None:
         from fedrec.build import build_catalogue, build_encoder, build_head, build_inputs, load_datasets
+        from fedrec.seqrec.build import build_platform, is_seqrec
 
         self.cfg, self.platform = cfg, platform
         self.data = load_datasets(cfg)[platform]
@@ -142,6 +145,8 @@ class PlatformParts:
         self.inputs = build_inputs(cfg, self.data, tokenizer)
         self.head = build_head(cfg, self.data.num_items)
         self.catalogue = build_catalogue(cfg, self.data, self.inputs, self.encoder)
+        #: the sequence model (``model.kind=seqrec``; one user shard per platform), else None
+        self.seq = build_platform(cfg, self.data, self.encoder, self.catalogue) if is_seqrec(cfg) else None
         self.initial_local = (
             {} if self.head is None else {k: v.detach().clone() for k, v in self.head.state_dict().items()}
         )
@@ -212,7 +217,8 @@ class PlatformClient:
         start = time.perf_counter()
         self.parts = parts if parts is not None else PlatformParts(self.cfg, platform)
         self.encoder = self.parts.encoder
-        self.task = self.parts.task(shard, shards)
+        self.seq = self.parts.seq
+        self.task: PlatformTask | SeqTask = self.seq.task if self.seq is not None else self.parts.task(shard, shards)
         self.store = LocalStateStore(state_dir)
         self.report = LocalReport(state_dir)
         self.ledger_dir = Path(ledger_dir) if ledger_dir is not None else Path(state_dir) / "privacy"
@@ -221,13 +227,22 @@ class PlatformClient:
         self.build_seconds = time.perf_counter() - start
         log.info("client %s built in %.1fs (%d users)", self.name, self.build_seconds, self.task.data.num_users)
 
+    @property
+    def two_tower(self) -> PlatformTask:
+        """The two-tower task (the client does not run the sequence model)."""
+        assert self.seq is None
+        return cast("PlatformTask", self.task)
+
     def _load(self, global_state: dict[str, np.ndarray], local_round: int) -> None:
+        if self.seq is not None:
+            seq_client.load(self, global_state, local_round)
+            return
         self.encoder.load_adapter_state(to_torch(global_state))
         found = self.store.load(local_round)
         if found is not None:
-            self.task.load_local_state(found[1])
+            self.two_tower.load_local_state(found[1])
         else:
-            self.task.load_local_state(self.initial_local)
+            self.two_tower.load_local_state(self.initial_local)
 
     def train(self, global_state: dict[str, np.ndarray], server_round: int) -> TrainOutcome:
         """Train locally for one round from the global adapter.
@@ -257,16 +272,18 @@ class PlatformClient:
         self._load(global_state, server_round - 1)
         if self.cfg.privacy.enabled:
             return self._train_private(server_round)
+        if self.seq is not None:
+            return seq_client.train(self, server_round, round_seed(self.cfg.seed, server_round, self.platform_index))
         fed = self.cfg.federation
         result = fit(
-            [self.task],
+            [self.two_tower],
             epochs=fed.local_epochs,
             max_steps=fed.local_steps,
             **fit_options(self.cfg.train),
             seed=round_seed(self.cfg.seed, server_round, self.platform_index),
             progress=False,
         )
-        self.store.save(server_round, self.task.local_state())
+        self.store.save(server_round, self.two_tower.local_state())
         return TrainOutcome(
             state=to_numpy(self.encoder.adapter_state()),
             num_examples=int(result.num_examples.get(self.platform, 0)),
@@ -342,12 +359,15 @@ class PlatformClient:
         except LedgerError as exc:
             log.error("client %s refuses round %d: %s", self.name, server_round, exc)
             return TrainOutcome({}, 0, float("nan"), 0, 0.0, refused=str(exc))
+        seed = round_seed(self.cfg.seed, server_round, self.platform_index)
+        if self.seq is not None:
+            return seq_client.train_private(self, ledger, server_round, seed)
         result = train_private_from_config(
-            self.task,
+            self.two_tower,
             self.cfg,
             ledger,
             federated=True,
-            seed=round_seed(self.cfg.seed, server_round, self.platform_index),
+            seed=seed,
             round_id=server_round,
         )
         public = result.public_metrics()
@@ -357,7 +377,7 @@ class PlatformClient:
             return TrainOutcome(
                 {}, 0, float("nan"), 0, 0.0, metrics, refused=result.refused, ledger=ledger.state_dict()
             )
-        self.store.save(server_round, self.task.local_state())
+        self.store.save(server_round, self.two_tower.local_state())
         return TrainOutcome(
             state=to_numpy(self.encoder.adapter_state()),
             num_examples=int(public["num-examples"]),
@@ -391,6 +411,8 @@ class PlatformClient:
         users = None
         if 0 < max_users < self.task.data.num_users:
             users = validation_users(self.task.data.num_users, max_users, int(self.cfg.seed))
+        if self.seq is not None:
+            return seq_client.evaluate(self, split, local_round, users)
         return self.task.evaluate(split, batch_size=self.cfg.train.eval_batch_size, users=users)
 
     def evaluation_reply(

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from fedrec.federated.replies import SHARED_PREFIX
+
 log = logging.getLogger("fedrec.federated")
 
 
@@ -62,8 +64,13 @@ def local_only(
     """
     from fedrec.build import build_encoder, build_task, load_datasets
     from fedrec.federated.client import round_seed
+    from fedrec.seqrec.build import is_seqrec
     from fedrec.train import fit, fit_options
 
+    if is_seqrec(cfg):  # same epochs, seeds and personal fit as the federated clients: same compute by construction
+        from fedrec.seqrec.local import local_only as seq_local_only
+
+        return seq_local_only(cfg, split)
     fed = cfg.federation
     epochs = float(fed.rounds) * float(fed.local_epochs)
     datasets = load_datasets(cfg)
@@ -135,7 +142,10 @@ def transfer_rows(doc: Mapping[str, Any], metric: str = "NDCG@10") -> list[list[
     platforms = tr["platforms"]
     rows = [[f"local:{a}", *(f"{tr['metrics'][a][p][metric]:.4f}" for p in platforms)] for a in tr["adapters"]]
     joint = doc.get("platforms", {})
-    if all(p in joint and metric in joint[p].get("test", {}) for p in platforms):
+    shared = f"{SHARED_PREFIX}{metric}"  # the sequence model: the rows are shared parts, so is the joint one
+    if all(p in joint and shared in joint[p].get("test", {}) for p in platforms):
+        rows.append(["joint", *(f"{joint[p]['test'][shared]:.4f}" for p in platforms)])
+    elif all(p in joint and metric in joint[p].get("test", {}) for p in platforms):
         rows.append(["joint", *(f"{joint[p]['test'][metric]:.4f}" for p in platforms)])
     return rows
 

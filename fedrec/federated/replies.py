@@ -31,6 +31,10 @@ PUBLIC_TRAIN_KEYS = ("num-examples", "steps", "epsilon", "delta", "noise_multipl
 WITHHELD = "withheld"
 #: the metrics an evaluation reply carries in a non-private run
 EVAL_KEYS = ("loss", "HR@10", "NDCG@10", "MRR", "coverage@10")
+#: the sequence model's test replies also carry its shared part's metrics, and with a prior the
+#: unblended personal model's, under these prefixes (and the blend weight, ``prior-weight``)
+SHARED_PREFIX, PERSONAL_PREFIX = "shared-", "personal-"
+EXTRA_KEYS = (SHARED_PREFIX, PERSONAL_PREFIX, "prior-weight")
 REPORT = "evaluation.json"
 
 
@@ -86,6 +90,7 @@ def evaluation_metrics(
     if private:
         return {WITHHELD: 1}
     out: dict[str, float | int] = {k: float(metrics[k]) for k in EVAL_KEYS}
+    out.update({k: float(v) for k, v in metrics.items() if k.startswith(EXTRA_KEYS)})  # seqrec: the parts' metrics
     out.update({"num-examples": int(metrics["users"]), "users": int(metrics["users"])})
     out["eval-seconds"] = float(seconds)  # the client's evaluation compute
     out["setup-seconds"] = float(setup_seconds)  # building this platform's task in this process (0 when cached)

@@ -121,17 +121,21 @@ def describe(cfg: DictConfig) -> dict[str, Any]:
 
 
 def initial_adapter(cfg: DictConfig) -> tuple[dict[str, np.ndarray], int]:
-    """The shared initial adapter (seeded) and the frozen backbone's size in bytes.
+    """The shared initial state (seeded) and the frozen backbone's size in bytes.
 
     Builds the encoder the clients build (``cfg.model``, ``cfg.seed``), with LoRA A
-    frozen for ``ffa`` so that the adapter holds exactly what crosses the wire.
+    frozen for ``ffa`` so that the adapter holds exactly what crosses the wire; with the
+    sequence model, the state is its shared part (:func:`fedrec.seqrec.build.initial_state`).
     """
     from fedrec.build import build_encoder
+    from fedrec.seqrec.build import initial_state, is_seqrec
 
     encoder, _ = build_encoder(cfg.model, cfg.seed)
     if cfg.federation.aggregation == "ffa":
         encoder.freeze_lora_a()
     backbone = sum(p.numel() * p.element_size() for n, p in encoder.named_parameters() if "lora_" not in n)
+    if is_seqrec(cfg):
+        return initial_state(cfg, encoder), int(backbone)
     return to_numpy(encoder.adapter_state()), int(backbone)
 
 

@@ -30,3 +30,12 @@ def check_supported(cfg: DictConfig) -> None:
             "privacy.enabled=true needs federation.shards_per_platform=1 (a platform's privacy ledger and epsilon "
             "are per client; split platforms are not accounted for)"
         )
+    if str(cfg.model.get("kind", "two_tower")) == "seqrec":
+        if str(cfg.federation.aggregation) != "fedavg":
+            raise ValueError(
+                f"model.kind=seqrec federates its shared part with federation.aggregation=fedavg, got "
+                f"{cfg.federation.aggregation!r} (ffa and svd merge LoRA pairs; the sequence model's shared part is "
+                "dense)"
+            )
+        if shards_per_platform(cfg) > 1:
+            raise ValueError("model.kind=seqrec runs one client per platform (federation.shards_per_platform=1)")

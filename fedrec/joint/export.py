@@ -136,6 +136,11 @@ def unexportable(cfg: DictConfig) -> str | None:
     """
     from fedrec.federated.shards import shards_per_platform
 
+    if str(cfg.model.get("kind", "two_tower")) == "seqrec":
+        return (
+            "the joint-model export (fedrec.Recommender) holds the two-tower model; the sequence model's shared part "
+            "is the run's best_adapter.pt and each platform's personal model stays in its client state"
+        )
     if shards_per_platform(cfg) > 1 and cfg.model.hybrid:
         return (
             "its platforms were split into user shards, each with its own item-ID embeddings (model.hybrid): "

@@ -23,6 +23,7 @@ import torch
 
 from fedrec.federated.arrays import to_numpy, to_torch
 from fedrec.seqrec.model import PersonalModel
+from fedrec.seqrec.prior import Prior
 from fedrec.seqrec.task import SeqTask, StepStats
 
 
@@ -163,3 +164,11 @@ class SeqPlatform:
         assert self.task.personal is not None and best[2] is not None
         self.task.personal.load_state_dict(best[2])
         return {"epochs": best[1], "valid": best[0], "seconds": seconds}
+
+    def fit_prior(self, prior: Prior, weights: Sequence[float], batch_size: int = 256) -> Prior:
+        """Attach ``prior`` with the blend weight of the best validation NDCG@10 (ties: the smaller weight)."""
+        self.task.prior = prior
+        res = self.task.evaluate_blends("valid", list(weights), "personal", batch_size=batch_size)
+        prior.weight = float(max(weights, key=lambda w: (res[w]["NDCG@10"], -w)))
+        prior.info["valid_NDCG@10"] = {f"{w:g}": res[w]["NDCG@10"] for w in weights}
+        return prior

@@ -19,6 +19,7 @@ import torch
 from fedrec.data.types import PlatformData
 from fedrec.evaluate import RankingAccumulator
 from fedrec.seqrec.model import PersonalModel, SharedSequenceModel, shared_scores
+from fedrec.seqrec.prior import Prior, blend
 from fedrec.seqrec.rows import Rows, holdout_rows, left_pad, sequential_rows
 from fedrec.seqrec.text import ItemText
 
@@ -71,6 +72,7 @@ class SeqTask:
         self.data, self.text, self.shared = data, text, shared
         self.holdout, self.fresh_items, self.refresh_steps = holdout, fresh_items, refresh_steps
         self.personal: PersonalModel | None = None
+        self.prior: Prior | None = None  # a platform-local prior (fedrec.seqrec.prior), blended when serving
         self.trainable_users = np.array([u for u in range(data.num_users) if len(data.train[u]) >= 2], dtype=np.int64)
 
     @property
@@ -189,7 +191,7 @@ class SeqTask:
         """``[B, N]`` scores after each history: the personal model's, or the shared part's alone (``"shared"``)."""
         ids, mask = left_pad(histories, self.shared.max_len)
         text = self.text.index()
-        if which == "personal" and self.personal is not None:
+        if which in ("personal", "served") and self.personal is not None:
             self.personal.eval()
             return self.personal.scores(text, ids, mask, self.data.sequential)
         self.shared.eval()
@@ -199,12 +201,34 @@ class SeqTask:
     def evaluate(
         self, split: str, which: str = "personal", users: Sequence[int] | None = None, batch_size: int = 256
     ) -> dict[str, float]:
-        """Full-ranking metrics and the mean softmax loss on ``split`` (PROTOCOL.md)."""
+        """Full-ranking metrics and the mean softmax loss on ``split`` (PROTOCOL.md).
+
+        ``which``: ``"shared"`` (the text path), ``"personal"`` (the personal model, or the
+        shared part before one is fitted) or ``"served"`` (the personal model blended with
+        the platform's prior at its chosen weight, :mod:`fedrec.seqrec.prior`).
+        """
+        weight = self.prior.weight if which == "served" and self.prior is not None else None
+        return self.evaluate_blends(split, [weight], which, users, batch_size)[weight]
+
+    @torch.no_grad()
+    def evaluate_blends(
+        self,
+        split: str,
+        weights: Sequence[float | None],
+        which: str = "personal",
+        users: Sequence[int] | None = None,
+        batch_size: int = 256,
+    ) -> dict[float | None, dict[str, float]]:
+        """:meth:`evaluate` of the model blended with the prior at each weight (None: no prior), in one pass."""
         users = list(range(self.data.num_users)) if users is None else list(users)
         targets = self.data.target(split)
-        acc = RankingAccumulator(self.data.num_items)
+        accs = {w: RankingAccumulator(self.data.num_items) for w in weights}
         for s in range(0, len(users), batch_size):
             chunk = users[s : s + batch_size]
             hist = [self.data.history(u, split) for u in chunk]
-            acc.add(self.scores(hist, which), torch.as_tensor(targets[chunk]), hist)
-        return acc.result()
+            model = self.scores(hist, which)
+            prior = self.prior.scores(chunk, split) if self.prior is not None and any(w for w in weights) else None
+            for w, acc in accs.items():
+                scored = model if w is None or prior is None else blend(model, prior, float(w))
+                acc.add(scored, torch.as_tensor(targets[chunk]), hist)
+        return {w: acc.result() for w, acc in accs.items()}

@@ -198,10 +198,12 @@ class PeakRSS:
 # -- configuration ----------------------------------------------------------------------------
 def compose(overrides: Sequence[str]) -> DictConfig:
     """fedrec's configuration (``conf/``) with Hydra ``overrides``, validated, ``command=bench``
-    (:func:`fedrec.config.compose_config`)."""
+    (:func:`fedrec.config.compose_config`); the benchmarks measure the two-tower model unless an
+    override picks another (``model=...``)."""
     from fedrec.config import compose_config
 
-    return compose_config(overrides, command="bench")
+    picked = any(o.split("=", 1)[0].lstrip("+~") == "model" for o in overrides)
+    return compose_config(list(overrides) if picked else ["model=minilm_lora", *overrides], command="bench")
 
 
 def base_overrides(smoke: bool, threads: int | None, overrides: Sequence[str]) -> list[str]:

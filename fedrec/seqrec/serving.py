@@ -1,0 +1,70 @@
+"""What a platform serves after the last round: its personal model, blended with its prior.
+
+Both the federated client (:mod:`fedrec.federated.seq_client`) and the local-only comparison
+(:mod:`fedrec.seqrec.local`) end the same way: :func:`fit_serving` fits the personal model
+(the epoch chosen on the platform's valid split) and the platform's prior with its blend
+weight, and :func:`served_metrics` scores the served model with the parts beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from omegaconf import DictConfig
+
+from fedrec.federated.replies import PERSONAL_PREFIX, SHARED_PREFIX
+from fedrec.seqrec.platform import SeqPlatform
+from fedrec.seqrec.prior import fit_ease_prior
+
+log = logging.getLogger("fedrec.seqrec")
+
+
+def fit_serving(plat: SeqPlatform, cfg: DictConfig, seed: int) -> dict[str, Any]:
+    """Fit what is not fitted yet of the personal model and the prior (``cfg.platforms[<platform>].prior``)."""
+    seq, batch = cfg.model.seq, int(cfg.train.eval_batch_size)
+    info: dict[str, Any] = {}
+    if plat.task.personal is None and int(seq.personal_epochs) > 0 and int(seq.personal_eval_every) > 0:
+        info["personal"] = plat.finalize(
+            int(seq.personal_epochs),
+            int(seq.batch_size),
+            float(seq.personal_lr),
+            seed,
+            eval_every=int(seq.personal_eval_every),
+        )
+        log.info(
+            "%s: personal model, epoch %d of %d (valid NDCG@10 %.4f, %.1fs)",
+            plat.name,
+            info["personal"]["epochs"],
+            int(seq.personal_epochs),
+            info["personal"]["valid"],
+            info["personal"]["seconds"],
+        )
+    pcfg = cfg.platforms[plat.name]
+    if plat.task.prior is None and str(pcfg.get("prior", "none")) == "ease":
+        prior = plat.fit_prior(fit_ease_prior(plat.task.data, list(pcfg.prior_lambdas), batch), seq.prior_weights)
+        info["prior"] = {"weight": prior.weight, **prior.info}
+        log.info("%s: EASE prior λ=%g, blend weight %g", plat.name, prior.info["lambda"], prior.weight)
+    return info
+
+
+def served_metrics(plat: SeqPlatform, split: str, users: Sequence[int] | None, batch_size: int) -> dict[str, Any]:
+    """The served model's metrics on ``split``, the shared part's (``shared-``) and, with a prior, the unblended
+    personal model's (``personal-``) and the weight (``prior-weight``)."""
+    task = plat.task
+    out: dict[str, Any]
+    if task.prior is not None:
+        res = task.evaluate_blends(split, [None, task.prior.weight], "personal", users, batch_size)
+        out = dict(res[task.prior.weight])
+        out.update(_prefixed(PERSONAL_PREFIX, res[None]))
+        out["prior-weight"] = task.prior.weight
+    else:
+        out = task.evaluate(split, "personal", users=users, batch_size=batch_size)
+    if task.personal is not None:
+        out.update(_prefixed(SHARED_PREFIX, task.evaluate(split, "shared", users=users, batch_size=batch_size)))
+    return out
+
+
+def _prefixed(prefix: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}{k}": v for k, v in metrics.items() if k != "users"}
