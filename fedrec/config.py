@@ -37,9 +37,9 @@ class PlatformConfig:
     prior: str = _f(
         "none",
         "model.kind=seqrec: a prior fit on the platform's training data and blended into its served score, the "
-        "weight chosen on its valid split from model.seq.prior_weights: 'none' or 'ease'. Stays on the platform.",
+        "weight chosen on its valid split from model.seq.prior_weights: 'none' or 'ease' (λ chosen on valid from "
+        "baseline.ease's grid). Stays on the platform.",
     )
-    prior_lambdas: list[float] = _f([300.0, 1000.0], "EASE prior: the L2 grid, chosen on the valid split.")
 
 
 @dataclass
@@ -317,6 +317,44 @@ class AuditConfig:
 
 
 @dataclass
+class EaseConfig:
+    """EASE (PROTOCOL.md): the λ grid chosen from on the valid split."""
+
+    lambdas: list[float] = _f(
+        [10.0, 50.0, 200.0, 500.0, 1000.0, 3000.0],
+        "Grid of the L2 weight λ; the best valid NDCG@10 wins (ties: the earlier λ).",
+    )
+    platform_lambdas: dict[str, list[float]] = _f(
+        {"social": [300.0, 1000.0]}, "Per-platform grids that replace `lambdas` (PROTOCOL.md: social {300, 1000})."
+    )
+
+
+@dataclass
+class SASRecConfig:
+    """SASRec, ID only (PROTOCOL.md): a causal transformer over item-ID embeddings, full softmax."""
+
+    dim: int = _f(64, "Width of the item-ID embeddings and of the transformer.")
+    max_len: int = _f(50, "Newest train items read (and trained on) per user.")
+    layers: int = _f(2, "Transformer blocks.")
+    heads: int = _f(2, "Attention heads.")
+    dropout: float = _f(0.3, "Dropout on the inputs, attention and feed-forward outputs.")
+    lr: float = _f(1e-3, "Adam learning rate.")
+    batch_size: int = _f(128, "Users per step (every position of a user's sequence is a target).")
+    max_epochs: int = _f(100, "Epoch cap; the report says whether valid NDCG@10 was still improving at it.")
+    eval_every: int = _f(5, "Score the valid split every N epochs (and after the last).")
+    patience: int = _f(3, "Stop after this many valid evaluations without a better NDCG@10.")
+    threads: int = _f(0, "torch intra-op threads while training (0 = keep the process's, i.e. train.threads).")
+
+
+@dataclass
+class BaselineConfig:
+    """Settings of the learned baselines run by `fedrec baselines` (the 'baseline' config group)."""
+
+    ease: EaseConfig = field(default_factory=EaseConfig)
+    sasrec: SASRecConfig = field(default_factory=SASRecConfig)
+
+
+@dataclass
 class FedrecConfig:
     """Top-level configuration (``conf/config.yaml``)."""
 
@@ -331,7 +369,11 @@ class FedrecConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
-    baselines: list[str] = _f(["mostpop", "itemknn", "frozen_text"], "Models run by `fedrec baselines`.")
+    baselines: list[str] = _f(
+        ["mostpop", "itemknn", "frozen_text", "ease", "sasrec"],
+        "Models run by `fedrec baselines`: mostpop, itemknn, frozen_text, ease, sasrec.",
+    )
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
     output: str = _f("results.json", "Results file name, written into the Hydra run directory.")
     run_dir: str = _f(
         "", "fedrec export: the fedrec simulate run directory to export ('' = the newest outputs/simulate/*)."
@@ -407,11 +449,12 @@ def validate(cfg: DictConfig) -> None:
             f"federation.object_store_mib >= 0, got {fed.shards_per_platform}, {fed.client_cache}, "
             f"{fed.object_store_mib}"
         )
-    known = ("mostpop", "itemknn", "frozen_text")
+    known = ("mostpop", "itemknn", "frozen_text", "ease", "sasrec")
     for key in ("baselines", "federation.compare_baselines"):
         bad = [m for m in OmegaConf.select(cfg, key) or [] if m not in known]
         if bad:
             raise ValueError(f"config key {key} has unknown models {bad}; known: {list(known)}")
+    validate_baseline(cfg)
     if not 0.0 <= cfg.mmr_lambda <= 1.0 or cfg.k < 1:
         raise ValueError(f"mmr_lambda must be in [0, 1] and k >= 1, got mmr_lambda={cfg.mmr_lambda}, k={cfg.k}")
     validate_privacy(cfg)
@@ -440,6 +483,35 @@ def validate_seq(cfg: DictConfig) -> None:
     bad = [p for p in seq.local_parts if p not in ("adaptor", "encoder")]
     if bad:
         raise ValueError(f"model.seq.local_parts has unknown parts {bad}; known: ['adaptor', 'encoder']")
+
+
+def validate_baseline(cfg: DictConfig) -> None:
+    """Check the ``baseline`` group: positive λ grids, positive SASRec sizes and budgets.
+
+    Raises
+    ------
+    ValueError
+        Naming the key and its bad value.
+    """
+    b = cfg.get("baseline")
+    if b is None:
+        return
+    grids = {"baseline.ease.lambdas": b.ease.lambdas}
+    grids.update({f"baseline.ease.platform_lambdas.{p}": v for p, v in b.ease.platform_lambdas.items()})
+    for key, grid in grids.items():
+        if not grid or any(not float(x) > 0 for x in grid):
+            raise ValueError(f"config key {key} must be a non-empty list of positive numbers, got {list(grid)}")
+    s = b.sasrec
+    for key in ("dim", "max_len", "layers", "heads", "batch_size", "max_epochs", "eval_every", "patience"):
+        if int(s[key]) < 1:
+            raise ValueError(f"config key baseline.sasrec.{key} must be >= 1, got {s[key]}")
+    if s.dim % s.heads:
+        raise ValueError(f"baseline.sasrec.dim={s.dim} is not divisible by baseline.sasrec.heads={s.heads}")
+    if not 0.0 <= s.dropout < 1.0 or not s.lr > 0 or s.threads < 0:
+        raise ValueError(
+            "baseline.sasrec.dropout must be in [0, 1), lr > 0 and threads >= 0, got "
+            f"dropout={s.dropout}, lr={s.lr}, threads={s.threads}"
+        )
 
 
 def validate_privacy(cfg: DictConfig) -> None:

@@ -144,8 +144,8 @@ def train_job(cfg: DictConfig) -> dict[str, Any]:
 
 @cli_job
 def baselines_job(cfg: DictConfig) -> dict[str, Any]:
-    """``fedrec baselines``: MostPop, ItemKNN and frozen text under the protocol."""
-    from fedrec.baselines import run_baselines
+    """``fedrec baselines``: MostPop, ItemKNN, frozen text, EASE and SASRec under the protocol."""
+    from fedrec.baselines import baseline_label, options_from_config, run_baselines
     from fedrec.build import load_datasets
     from fedrec.results import print_table, results_document, write_results
 
@@ -159,12 +159,14 @@ def baselines_job(cfg: DictConfig) -> dict[str, Any]:
         cache_dir=Path(cfg.data.cache_dir).expanduser() / "baselines",
         batch_size=cfg.train.eval_batch_size,
         progress=cfg.train.progress,
+        **options_from_config(cfg),
     )
     platforms = {p: {m: {"model": m, **splits} for m, splits in models.items()} for p, models in res.items()}
     doc = results_document("baselines", cfg, platforms, time.perf_counter() - start, cross_platform_loss=None)
     path = write_results(output_dir(), cfg.output, doc)
     split = "test" if "test" in cfg.eval.splits else cfg.eval.splits[0]
-    print_table(f"fedrec baselines: {split}", [(p, m, v[split]) for p, ms in res.items() for m, v in ms.items()])
+    rows = [(p, baseline_label(m, v), v[split]) for p, ms in res.items() for m, v in ms.items()]
+    print_table(f"fedrec baselines: {split}", rows)
     print(f"results: {path}")
     return doc
 

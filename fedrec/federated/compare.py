@@ -119,7 +119,7 @@ def local_only(
 
 def baselines(cfg: DictConfig, models: Sequence[str], split: str = "test") -> dict[str, dict[str, Any]]:
     """``{platform: {model: split metrics}}`` of the protocol's baselines (see :mod:`fedrec.baselines`)."""
-    from fedrec.baselines import run_baselines
+    from fedrec.baselines import options_from_config, run_baselines
     from fedrec.build import load_datasets
 
     if not models:
@@ -132,6 +132,7 @@ def baselines(cfg: DictConfig, models: Sequence[str], split: str = "test") -> di
         cache_dir=Path(cfg.data.cache_dir).expanduser() / "baselines",
         batch_size=int(cfg.train.eval_batch_size),
         progress=False,
+        **options_from_config(cfg),
     )
     return {p: {m: v[split] for m, v in ms.items()} for p, ms in res.items()}
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from fedrec.baselines.run import ease_grid, options_from_config
 from fedrec.federated.replies import PERSONAL_PREFIX, SHARED_PREFIX
 from fedrec.seqrec.platform import SeqPlatform
 from fedrec.seqrec.prior import fit_ease_prior
@@ -43,7 +44,8 @@ def fit_serving(plat: SeqPlatform, cfg: DictConfig, seed: int) -> dict[str, Any]
         )
     pcfg = cfg.platforms[plat.name]
     if plat.task.prior is None and str(pcfg.get("prior", "none")) == "ease":
-        prior = plat.fit_prior(fit_ease_prior(plat.task.data, list(pcfg.prior_lambdas), batch), seq.prior_weights)
+        lambdas = ease_grid(options_from_config(cfg)["ease_lambdas"], plat.name)
+        prior = plat.fit_prior(fit_ease_prior(plat.task.data, lambdas, batch), seq.prior_weights)
         info["prior"] = {"weight": prior.weight, **prior.info}
         log.info("%s: EASE prior λ=%g, blend weight %g", plat.name, prior.info["lambda"], prior.weight)
     return info

@@ -1,4 +1,4 @@
-"""The PROTOCOL.md baselines: exact maths on a tiny platform, and the protocol table on the real data."""
+"""The PROTOCOL.md count and text baselines, and run_baselines: exact maths on a tiny platform, the protocol table."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from fedrec.baselines import (
     item_vectors_cache_path,
     run_baselines,
 )
+from fedrec.config import SASRecConfig
 from fedrec.data import PlatformData
 
 #: PROTOCOL.md, "Baselines under this protocol (test split)": (HR@10, NDCG@10).
@@ -118,11 +119,17 @@ def test_frozen_text_rejects_wrong_vector_count() -> None:
 def test_run_baselines_tiny_shape_and_precomputed_vectors() -> None:
     data = _tiny()
     vectors = torch.eye(7)
-    got = run_baselines({"tiny": data}, item_vectors={"tiny": vectors}, progress=False)
+    sasrec = SASRecConfig(dim=8, max_len=4, max_epochs=2, eval_every=1)
+    got = run_baselines(
+        {"tiny": data}, item_vectors={"tiny": vectors}, progress=False, ease_lambdas={"tiny": [1.0, 5.0]}, sasrec=sasrec
+    )
     assert set(got) == {"tiny"}
-    assert set(got["tiny"]) == {"mostpop", "itemknn", "frozen_text"}
-    for per_split in got["tiny"].values():
-        assert set(per_split) == {"valid", "test"}
+    assert set(got["tiny"]) == {"mostpop", "itemknn", "frozen_text", "ease", "sasrec"}
+    assert got["tiny"]["ease"]["fit"]["lambda"] in (1.0, 5.0)
+    assert set(got["tiny"]["ease"]["fit"]["valid_NDCG@10"]) == {"1", "5"}
+    assert got["tiny"]["sasrec"]["fit"]["epochs"] == 2 and len(got["tiny"]["sasrec"]["fit"]["curve"]) == 2
+    for model, per_split in got["tiny"].items():
+        assert set(per_split) == ({"valid", "test", "fit"} if model in ("ease", "sasrec") else {"valid", "test"})
         assert set(per_split["test"]) == {"HR@10", "NDCG@10", "MRR", "coverage@10", "users"}
         assert per_split["test"]["users"] == 5
     with pytest.raises(ValueError, match="unknown baseline"):
