@@ -18,17 +18,18 @@ from fedrec.seqrec.build import initial_state
 pytestmark = pytest.mark.slow
 
 
-def _cfg(data_root: Path, tmp_path: Path, *extra: str):
+def _cfg(data_root: Path, tmp_path: Path, *extra: str, platforms: tuple[str, ...] = ("video", "social")):
     return compose_config(
         [
             "model=seqrec_tiny",
-            "platform=[video,social]",
+            f"platform=[{','.join(platforms)}]",
             f"data.root={data_root}",
             f"data.cache_dir={tmp_path / 'cache'}",
             "federation.rounds=2",
             "federation.local_epochs=0.3",
             "federation.eval_max_users=200",
             "train.progress=false",
+            *(f"platforms.{p}.prior=none" for p in platforms),  # the prior: tests/seqrec/test_prior.py
             *extra,
         ]
     )
@@ -52,7 +53,7 @@ def test_a_seqrec_federation_trains_the_shared_part_and_serves_personal_models(d
 
 
 def test_local_parts_stay_on_the_platform(data_root: Path, tmp_path: Path):
-    cfg = _cfg(data_root, tmp_path, "platform=[video]", "model.seq.local_parts=[adaptor]", "federation.rounds=1")
+    cfg = _cfg(data_root, tmp_path, "model.seq.local_parts=[adaptor]", "federation.rounds=1", platforms=("video",))
     client = PlatformClient(cfg, "video", tmp_path / "state")
     init = initial_state(cfg, client.encoder)
     sent = client.train(init, 1).state
@@ -83,8 +84,9 @@ def test_bad_seq_settings_name_the_key(data_root: Path, tmp_path: Path):
 
 
 def test_a_dp_seqrec_federation_charges_the_ledger_and_withholds_evaluation(data_root: Path, tmp_path: Path):
-    dp = ("command=simulate", "privacy=target_eps", "privacy.target_epsilon=8", "platform=[video]")
-    cfg = _cfg(data_root, tmp_path, *dp)
+    cfg = _cfg(
+        data_root, tmp_path, "command=simulate", "privacy=target_eps", "privacy.target_epsilon=8", platforms=("video",)
+    )
     doc = run_local(cfg, tmp_path / "run")
     hist = doc["federation"]["history"]
     trains = [h["platforms"]["video"]["train"] for h in hist]
