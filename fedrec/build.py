@@ -10,6 +10,7 @@ from transformers import PreTrainedTokenizerBase
 
 from fedrec.config import platform_folder
 from fedrec.data import DataMissingError, PlatformData, load_platform
+from fedrec.data.shard import sample_users
 from fedrec.model.backbone import TINY_BACKBONE, load_backbone, resolve_backbone
 from fedrec.model.encoder import LoraEncoder
 from fedrec.model.inputs import TextInputs
@@ -22,7 +23,9 @@ def load_datasets(cfg: DictConfig) -> dict[str, PlatformData]:
 
     With ``data.download`` on, a benchmark platform whose files are missing is first
     fetched with :func:`fedrec.data.download.download_datasets` (checksums verified);
-    without network that fails with a message saying to set ``FEDREC_DATA``.
+    without network that fails with a message saying to set ``FEDREC_DATA``. A platform
+    with ``user_fraction < 1`` keeps a seeded random share of its users
+    (:func:`fedrec.data.shard.sample_users`).
     """
     out = {}
     for name, p in cfg.platforms.items():
@@ -38,6 +41,9 @@ def load_datasets(cfg: DictConfig) -> dict[str, PlatformData]:
             except DownloadError as exc:
                 raise DataMissingError(f"platform {name}: files missing under {cfg.data.root} and {exc}") from None
             out[name] = load_platform(p.loader, platform_folder(cfg, name), name)
+    for name, p in cfg.platforms.items():
+        if float(p.get("user_fraction", 1.0)) < 1.0:
+            out[name] = sample_users(out[name], float(p.user_fraction), int(cfg.seed))
     return out
 
 

@@ -34,6 +34,11 @@ class PlatformConfig:
         "Append friends' most played train items to the user text (social graph). Uses other users' "
         "data, so it is refused when differential privacy is on.",
     )
+    user_fraction: float = _f(
+        1.0,
+        "Keep a seeded random share of the platform's users (all of their data; the others' none): the "
+        "data-poor platform of `fedrec experiments` (docs/RESULTS.md).",
+    )
     prior: str = _f(
         "none",
         "model.kind=seqrec: a prior fit on the platform's training data and blended into its served score, the "
@@ -476,6 +481,8 @@ def validate_seq(cfg: DictConfig) -> None:
     if not 0.0 < seq.holdout < 1.0 or not 0.0 <= seq.dropout < 1.0:
         raise ValueError(f"model.seq.holdout must be in (0, 1) and dropout in [0, 1), got {seq.holdout}, {seq.dropout}")
     for name, p in cfg.platforms.items():
+        if not 0.0 < float(p.get("user_fraction", 1.0)) <= 1.0:
+            raise ValueError(f"platforms.{name}.user_fraction must be in (0, 1], got {p.user_fraction}")
         if p.get("prior", "none") not in ("none", "ease"):
             raise ValueError(f"platforms.{name}.prior={p.prior!r} is not one of ['none', 'ease']")
     if any(not 0.0 <= w <= 1.0 for w in seq.prior_weights) or not seq.prior_weights:

@@ -57,6 +57,14 @@ def shard_users(data: PlatformData, shards: int, shard: int) -> PlatformData:
     users = shard_user_indices(data.num_users, shards, shard)
     if shards == 1:
         return data
+    return subset_users(data, users)
+
+
+def subset_users(data: PlatformData, users: np.ndarray) -> PlatformData:
+    """The platform restricted to ``users`` (internal indices, ascending), renumbered ``0..m-1``.
+
+    Friend links to users outside the subset are dropped.
+    """
     friends = None
     if data.friends is not None:
         new = {int(u): i for i, u in enumerate(users)}
@@ -72,3 +80,23 @@ def shard_users(data: PlatformData, shards: int, shard: int) -> PlatformData:
         sequential=data.sequential,
         friends=friends,
     )
+
+
+def sample_users(data: PlatformData, fraction: float, seed: int) -> PlatformData:
+    """A seeded random ``fraction`` of the platform's users (at least one; ``data`` itself at 1).
+
+    The data-poor platform of an experiment: everything of the kept users (train, valid,
+    test), nothing of the others; the catalogue stays whole.
+
+    Raises
+    ------
+    ValueError
+        If ``fraction`` is not in ``(0, 1]``.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"a user fraction must be in (0, 1], got {fraction}")
+    if fraction == 1.0:
+        return data
+    n = max(1, round(fraction * data.num_users))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
+    return subset_users(data, np.sort(rng.choice(data.num_users, n, replace=False)))
