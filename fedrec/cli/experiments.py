@@ -45,6 +45,9 @@ FEDERATED = (
 #: Settings of the grid's federated runs, before the user's overrides (which may change them):
 #: every validation user each round (the best round, rounds-to-quality).
 GRID_DEFAULTS = ("federation.eval_max_users=-1",)
+#: The grid measures the two-tower model (its local and centralized rows are ``fedrec train``, which
+#: runs it only); the sequence model's comparison is simulations/seqrec_compare.py (docs/RESULTS.md).
+GRID_MODEL = ("model=minilm_lora",)
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,7 @@ def plan(
                 "fedrec.cli",
                 row.command,
                 "train.progress=false",
+                *GRID_MODEL,
                 *(GRID_DEFAULTS if row.command == "simulate" else ()),
                 *overrides,
                 *row.overrides,

@@ -37,6 +37,7 @@ def test_plan_layout_seeds_and_override_order(tmp_path: Path) -> None:
     assert "federation.evaluate_initial=true" in argv
     # the grid validates on every user unless the user's overrides say otherwise
     assert argv.index("federation.eval_max_users=-1") < argv.index("model=tiny")
+    assert argv.index("model=minilm_lora") < argv.index("model=tiny")  # the two-tower grid, the user's model wins
     small = plan(tmp_path, [0], rows=["fed-fedavg"], overrides=["federation.eval_max_users=50"])[0].argv
     assert small.index("federation.eval_max_users=-1") < small.index("federation.eval_max_users=50")
     dp = next(j for j in jobs if j.key == "fed-dp-eps1/seed3")

@@ -1,0 +1,122 @@
+"""The sequence model federated vs each platform alone, per seed, and the Markdown table of it.
+
+``run`` trains, for every seed, the federation (in process: the clients and server of
+``fedrec.federated.local.run_local``, the code the Flower apps run) and the local-only models
+at the same compute (``fedrec.federated.compare.local_only``), and appends one JSON line per
+seed to ``--out``. ``report`` renders the lines as mean ± std tables (PROTOCOL.md: test
+NDCG@10), one per tag.
+
+    FEDREC_DATA=../shared/datasets python simulations/seqrec_compare.py run --tag default --seeds 0 1 2
+    FEDREC_DATA=../shared/datasets python simulations/seqrec_compare.py run --tag video10 --seeds 0 1 2 \\
+        platforms.video.user_fraction=0.1
+    python simulations/seqrec_compare.py report outputs/seqrec_compare.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+KEYS = ("NDCG@10", "personal-NDCG@10", "shared-NDCG@10", "prior-weight", "HR@10")
+
+
+def _pick(metrics: dict) -> dict:
+    return {k: metrics[k] for k in KEYS if k in metrics}
+
+
+def run(tag: str, seeds: list[int], overrides: list[str], out: Path, local: bool = True) -> None:
+    """Train and record the federation and (``local``) the local-only models for each seed."""
+    from fedrec.config import compose_config
+    from fedrec.federated.compare import local_only
+    from fedrec.federated.local import run_local
+
+    for seed in seeds:
+        cfg = compose_config(["train.progress=false", *overrides, f"seed={seed}"])
+        rec: dict = {"tag": tag, "seed": seed, "over": overrides}
+        t = time.time()
+        with tempfile.TemporaryDirectory() as run_dir:
+            doc = run_local(cfg, run_dir)
+        rec["fed"] = {p: _pick(v["test"]) for p, v in doc["platforms"].items()}
+        rec["best_round"] = doc["federation"].get("best_round")
+        rec["fed_seconds"] = round(time.time() - t)
+        if local:
+            t = time.time()
+            lo = local_only(cfg)
+            rec["local"] = {p: _pick(v["test"]) for p, v in lo["models"].items()}
+            rec["transfer"] = {a: {p: m["NDCG@10"] for p, m in r.items()} for a, r in lo["transfer"]["metrics"].items()}
+            rec["local_seconds"] = round(time.time() - t)
+        print(json.dumps(rec), flush=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+
+def _ms(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:.4f}"
+
+
+def report(path: Path) -> str:
+    """Mean ± std (sample std over seeds) of each tag's runs, per platform; the gain of federating."""
+    runs: dict[str, list[dict]] = defaultdict(list)
+    for line in path.read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            runs[rec["tag"]].append(rec)
+    out = []
+    for tag, recs in runs.items():
+        seeds = sorted({r.get("seed", 0) for r in recs})
+        out.append(
+            f"### {tag} (seeds {', '.join(map(str, seeds))}; overrides: {' '.join(recs[0]['over']) or 'none'})\n"
+        )
+        out.append(
+            "| platform | federated (served) | local-only (served) | gain | federated shared part | "
+            "local shared part | federated personal (no prior) | local personal (no prior) |"
+        )
+        out.append("|---|---|---|---|---|---|---|---|")
+        for p in recs[0]["fed"]:
+
+            def col(side: str, key: str, p: str = p) -> list[float]:
+                return [r[side][p][key] for r in recs if side in r and key in r[side].get(p, {})]
+
+            fed, loc = col("fed", "NDCG@10"), col("local", "NDCG@10")
+            gain = f"{(np.mean(fed) / np.mean(loc) - 1) * 100:+.1f}%" if fed and loc else "-"
+            out.append(
+                f"| {p} | {_ms(fed)} | {_ms(loc)} | {gain} | {_ms(col('fed', 'shared-NDCG@10'))} | "
+                f"{_ms(col('local', 'shared-NDCG@10'))} | {_ms(col('fed', 'personal-NDCG@10'))} | "
+                f"{_ms(col('local', 'personal-NDCG@10'))} |"
+            )
+        secs = [r.get("fed_seconds", 0) + r.get("local_seconds", 0) for r in recs]
+        out.append(f"\n{len(recs)} runs, {np.mean(secs):.0f} s each on average (federation + local-only).\n")
+    return "\n".join(out)
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--tag", required=True)
+    r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    r.add_argument("--out", type=Path, default=Path("outputs/seqrec_compare.jsonl"))
+    r.add_argument("--no-local", action="store_true", help="the federation only")
+    r.add_argument("overrides", nargs="*")
+    rep = sub.add_parser("report")
+    rep.add_argument("path", type=Path)
+    args = ap.parse_args(argv)
+    if args.cmd == "run":
+        run(args.tag, args.seeds, args.overrides, args.out, not args.no_local)
+    else:
+        print(report(args.path))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
