@@ -64,6 +64,10 @@ def _ms(values: list[float]) -> str:
     return f"{np.mean(values):.4f} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:.4f}"
 
 
+def _col(recs: list[dict], side: str, platform: str, key: str) -> list[float]:
+    return [r[side][platform][key] for r in recs if side in r and key in r[side].get(platform, {})]
+
+
 def report(path: Path) -> str:
     """Mean ± std (sample std over seeds) of each tag's runs, per platform; the gain of federating."""
     runs: dict[str, list[dict]] = defaultdict(list)
@@ -83,17 +87,14 @@ def report(path: Path) -> str:
         )
         out.append("|---|---|---|---|---|---|---|---|")
         for p in recs[0]["fed"]:
-
-            def col(side: str, key: str, p: str = p) -> list[float]:
-                return [r[side][p][key] for r in recs if side in r and key in r[side].get(p, {})]
-
-            fed, loc = col("fed", "NDCG@10"), col("local", "NDCG@10")
+            fed, loc = _col(recs, "fed", p, "NDCG@10"), _col(recs, "local", p, "NDCG@10")
             gain = f"{(np.mean(fed) / np.mean(loc) - 1) * 100:+.1f}%" if fed and loc else "-"
-            out.append(
-                f"| {p} | {_ms(fed)} | {_ms(loc)} | {gain} | {_ms(col('fed', 'shared-NDCG@10'))} | "
-                f"{_ms(col('local', 'shared-NDCG@10'))} | {_ms(col('fed', 'personal-NDCG@10'))} | "
-                f"{_ms(col('local', 'personal-NDCG@10'))} |"
-            )
+            parts = [
+                _ms(_col(recs, side, p, f"{part}-NDCG@10"))
+                for part in ("shared", "personal")
+                for side in ("fed", "local")
+            ]
+            out.append(f"| {p} | {_ms(fed)} | {_ms(loc)} | {gain} | {' | '.join(parts)} |")
         secs = [r.get("fed_seconds", 0) + r.get("local_seconds", 0) for r in recs]
         out.append(f"\n{len(recs)} runs, {np.mean(secs):.0f} s each on average (federation + local-only).\n")
     return "\n".join(out)
