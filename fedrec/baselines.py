@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from tqdm.auto import tqdm
 
 from fedrec.data.types import PlatformData
 from fedrec.evaluate import evaluate_ranking
+from fedrec.io import atomic_write
 
 BASELINES = ("mostpop", "itemknn", "frozen_text")
 FROZEN_TEXT_MAX_TOKENS = 32
@@ -157,19 +156,6 @@ def item_vectors_cache_path(
     return Path(cache_dir) / f"item_vectors_{key[:32]}.npy"
 
 
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a cache is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def encode_items(
     texts: Sequence[str],
     backbone: str | tuple[Any, Any] = "minilm",
@@ -216,7 +202,8 @@ def encode_items(
     model, tokenizer = loaded
     vectors = encode_texts(model, tokenizer, texts, max_tokens=max_tokens, batch_size=batch_size, bf16=False)
     if path is not None:
-        _atomic_save_npy(path, vectors.numpy().astype(np.float32))
+        array = vectors.numpy().astype(np.float32)
+        atomic_write(path, lambda fh: np.save(fh, array), mode=0o644)  # a cache is meant to be shared
     return vectors
 
 
