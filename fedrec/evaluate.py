@@ -18,7 +18,6 @@ import torch
 from fedrec.data.types import PlatformData
 
 ScoreFn = Callable[[Sequence[int], str], torch.Tensor]
-METRICS = ("HR@10", "NDCG@10", "MRR")
 
 
 def check_finite(scores: torch.Tensor) -> None:

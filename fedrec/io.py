@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import IO, Any
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any], mode: int | None = None) -> Path:
     """Write a file through ``write(fh)`` into a temporary sibling, fsync, then rename over ``path``.
+
+    Whatever ``write`` raises removes the temporary file and leaves ``path`` as it was (a
+    writer may raise to refuse what it wrote, e.g. on a checksum mismatch).
 
     Parameters
     ----------
@@ -20,6 +23,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
         Destination; its folder is created if needed.
     write : callable
         Receives a binary file handle.
+    mode : int, optional
+        Permission bits of the file (default: the temporary file's, ``0o600``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -29,6 +34,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

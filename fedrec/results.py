@@ -11,9 +11,12 @@ from rich.console import Console
 from rich.table import Table
 
 from fedrec.io import write_json
+from fedrec.metrics import EXTRA_METRICS, METRICS
 
-METRIC_KEYS = ("HR@10", "NDCG@10", "MRR")
-EXTRA_KEYS = ("coverage@10",)
+#: the metric columns of the tables (:data:`fedrec.metrics.METRICS`)
+METRIC_KEYS = METRICS
+#: reported when present (:data:`fedrec.metrics.EXTRA_METRICS`)
+EXTRA_KEYS = EXTRA_METRICS
 
 
 def cross_platform_loss(losses: Mapping[str, float], users: Mapping[str, int], weights: str = "uniform") -> float:

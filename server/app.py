@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fedrec.federated.replies import is_withheld
 from fedrec.federated.server import ClientEvaluation, ClientUpdate, Coordinator, initial_adapter, run_rounds
+from fedrec.metrics import METRICS
 
 app = ServerApp()
 
@@ -123,7 +124,7 @@ class FedrecStrategy(FedAvg):
         if not scored:
             return None
         users = sum(float(e.metrics["users"]) for e in scored)
-        keys = ("loss", "HR@10", "NDCG@10", "MRR")
+        keys = ("loss", *METRICS)
         return MetricRecord(
             {k: sum(float(e.metrics[k]) * float(e.metrics["users"]) for e in scored) / users for k in keys}
         )

@@ -1,8 +1,9 @@
-"""A small synthetic platform for fast unit tests (the real data is used elsewhere)."""
+"""A small synthetic platform for fast unit tests (the real data is used elsewhere), and adapters that matter."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from fedrec.data.types import PlatformData
 
@@ -32,3 +33,12 @@ def synthetic_platform(
         valid=np.array(valid),
         test=np.array(test),
     )
+
+
+def perturb_adapters(module: torch.nn.Module, seed: int = 1, scale: float = 0.05) -> None:
+    """Add seeded noise to every trainable parameter (LoRA B starts at zero: make the adapters matter)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.requires_grad:
+                p.add_(scale * torch.randn(p.shape, generator=g))

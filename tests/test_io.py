@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from fedrec.io import CorruptStateError, load_torch_durable, read_durable, save_torch_durable, write_durable
+from fedrec.io import (
+    CorruptStateError,
+    atomic_write,
+    load_torch_durable,
+    read_durable,
+    save_torch_durable,
+    write_durable,
+)
 
 
 def test_round_trip_and_the_previous_copy(tmp_path: Path) -> None:
@@ -63,3 +71,18 @@ def test_torch_objects(tmp_path: Path) -> None:
     save_torch_durable(p, {"w": torch.arange(3.0), "round": 2})
     out = load_torch_durable(p)
     assert out["round"] == 2 and torch.equal(out["w"], torch.arange(3.0))
+
+
+def test_atomic_write_mode_and_a_refusing_writer(tmp_path: Path) -> None:
+    p = tmp_path / "sub" / "cache.npy"
+    atomic_write(p, lambda fh: fh.write(b"first"), mode=0o644)
+    assert p.read_bytes() == b"first" and p.stat().st_mode & 0o777 == 0o644
+    assert atomic_write(tmp_path / "private", lambda fh: fh.write(b"x")).stat().st_mode & 0o777 == 0o600
+
+    def refuse(fh: Any) -> None:
+        fh.write(b"half")
+        raise ValueError("checksum mismatch")
+
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        atomic_write(p, refuse)
+    assert p.read_bytes() == b"first" and sorted(x.name for x in p.parent.iterdir()) == ["cache.npy"]

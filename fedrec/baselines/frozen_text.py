@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import numpy as np
 import torch
 
 from fedrec.data.types import PlatformData
+from fedrec.io import atomic_write
 
 FROZEN_TEXT_MAX_TOKENS = 32
 FROZEN_TEXT_LAST_N = 20
@@ -59,19 +58,6 @@ def item_vectors_cache_path(
     backbone_key = str(resolve_backbone(backbone).resolve())
     key = hashlib.sha256(f"{backbone_key}\n{texts_sha256(texts)}\n{max_tokens}".encode()).hexdigest()
     return Path(cache_dir) / f"item_vectors_{key[:32]}.npy"
-
-
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a cache is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def encode_items(
@@ -120,7 +106,8 @@ def encode_items(
     model, tokenizer = loaded
     vectors = encode_texts(model, tokenizer, texts, max_tokens=max_tokens, batch_size=batch_size, bf16=False)
     if path is not None:
-        _atomic_save_npy(path, vectors.numpy().astype(np.float32))
+        array = vectors.numpy().astype(np.float32)
+        atomic_write(path, lambda fh: np.save(fh, array), mode=0o644)  # a cache is meant to be shared
     return vectors
 
 

@@ -2,9 +2,10 @@
 
 Every file is checked against the sha256 sum recorded in the dataset's
 ``PROVENANCE.md`` (copied into :data:`SHA256` below) before it is written; files
-are written atomically (temporary file in the target folder, then
-:func:`os.replace`), so an interrupted download never leaves a truncated file
-under its final name. Only the standard library is used.
+are written atomically (:func:`fedrec.io.atomic_write`: temporary file in the target
+folder, then :func:`os.replace`), so an interrupted download never leaves a truncated file
+under its final name. Only the standard library is used (and :mod:`fedrec.io`, which uses
+only it).
 
 Sources, tried in order for each file still missing:
 
@@ -22,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import logging
-import os
 import tempfile
 import urllib.error
 import urllib.request
@@ -32,6 +32,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
+
+from fedrec.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -214,25 +216,31 @@ _NETWORK_ERRORS: tuple[type[BaseException], ...] = (OSError, http.client.HTTPExc
 _ARCHIVE_ERRORS: tuple[type[BaseException], ...] = (zipfile.BadZipFile, zlib.error, EOFError)
 
 
+class _SumMismatch(Exception):
+    """The bytes written do not have the expected sum (raised to leave the target untouched)."""
+
+    def __init__(self, actual: str) -> None:
+        super().__init__(actual)
+        self.actual = actual
+
+
 def _write_checked(src: IO[bytes], target: Path, expected: str, read_errors: tuple[type[BaseException], ...]) -> str:
     """Stream ``src`` into a temp file next to ``target``; move it into place if its sum is ``expected``.
 
     Returns the actual sum (the caller compares it with ``expected``); the temp
-    file is removed whenever it is not moved into place.
+    file is removed whenever it is not moved into place (:func:`fedrec.io.atomic_write`).
     """
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(tmp_name)
+
+    def write(out: IO[bytes]) -> None:
+        actual = _copy(src, out, read_errors)
+        if actual != expected:
+            raise _SumMismatch(actual)
+
     try:
-        with os.fdopen(fd, "wb") as out:
-            actual = _copy(src, out, read_errors)
-            out.flush()
-            os.fsync(out.fileno())
-        if actual == expected:
-            os.replace(tmp, target)
-        return actual
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        atomic_write(target, write)
+    except _SumMismatch as exc:
+        return exc.actual
+    return expected
 
 
 def _members_by_name(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:

@@ -5,13 +5,17 @@ reader never sees half of it)::
 
     <out>/fedrec.json                  manifest: scoring settings, source run and round
     <out>/model/                       the user tower: backbone + merged LoRA (a standard HF folder)
+    <out>/adapter/                     the same LoRA adapter unmerged, a peft adapter folder
     <out>/item_model/                  the item tower without adapters (only with model.item_tower=frozen)
     <out>/platforms/<name>/items.json  the platform's item ids and texts
     <out>/platforms/<name>/index.pt    L2-normalised item text vectors [n_items, d]
     <out>/platforms/<name>/local.pt    its platform-local parameters (item-ID embeddings; hybrid only)
 
 ``model/`` and ``item_model/`` load with ``transformers.AutoModel.from_pretrained`` and
-need no fedrec code; :class:`fedrec.joint.Recommender` scores with them.
+need no fedrec code; :class:`fedrec.joint.Recommender` scores with them. ``adapter/`` loads
+onto the backbone with ``peft.PeftModel.from_pretrained(backbone, "<out>/adapter")`` (the
+backbone is ``model.backbone`` of the manifest, without the pooling layer) and gives the
+outputs of ``model/``.
 """
 
 from __future__ import annotations
@@ -21,12 +25,37 @@ import shutil
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+if TYPE_CHECKING:
+    from fedrec.model.encoder import LoraEncoder
+
 MANIFEST = "fedrec.json"
+#: the peft adapter folder inside the export
+ADAPTER_DIR = "adapter"
+
+
+def save_adapter(encoder: LoraEncoder, folder: str | Path) -> Path:
+    """Write ``encoder``'s LoRA adapter as a peft adapter folder (``PeftModel.from_pretrained`` loads it).
+
+    Parameters
+    ----------
+    encoder : LoraEncoder
+        The encoder, adapters not merged.
+    folder : path-like
+        Where ``adapter_config.json`` and ``adapter_model.safetensors`` go.
+
+    Returns
+    -------
+    pathlib.Path
+        ``folder``.
+    """
+    folder = Path(folder)
+    encoder.peft.save_pretrained(str(folder))
+    return folder
 
 
 def export_joint_model(
@@ -95,6 +124,7 @@ def export_joint_model(
             base, _ = load_backbone(m.backbone, m.tiny_layers, m.tiny_hidden)
             base.save_pretrained(tmp / "item_model")
             tokenizer.save_pretrained(tmp / "item_model")
+        save_adapter(encoder, tmp / ADAPTER_DIR)  # before merging: merge_and_unload changes the weights in place
         merged = encoder.peft.merge_and_unload()
         merged.save_pretrained(tmp / "model")
         tokenizer.save_pretrained(tmp / "model")
@@ -110,6 +140,7 @@ def export_joint_model(
             "history_ids": int(m.history_ids),
             "backbone": str(m.backbone),
             "lora": {"r": int(m.lora_r), "alpha": float(m.lora_alpha), "layers": int(m.lora_layers)},
+            "adapter": ADAPTER_DIR,
             "platforms": platforms,
             "source": dict(source or {}),
             "config": OmegaConf.to_container(cfg, resolve=True),

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from peft import PeftModel
 from transformers import AutoModel
 
 from fedrec.build import build_encoder, build_task, load_datasets
@@ -15,6 +16,10 @@ from fedrec.config import compose_config
 from fedrec.federated.client import LocalStateStore
 from fedrec.federated.local import run_local
 from fedrec.joint import Recommender, export_run
+from fedrec.joint.export import save_adapter
+from fedrec.model.backbone import load_backbone, mean_pool
+from fedrec.model.encoder import LoraEncoder
+from tests.synthetic import perturb_adapters
 
 pytestmark = pytest.mark.slow
 
@@ -56,6 +61,44 @@ def test_export_layout(run: tuple[Path, Path]) -> None:
         assert not any("lora" in n for n, _ in model.named_parameters())
     assert torch.load(folder / "platforms" / "video" / "index.pt", weights_only=True).shape[0] == 1682
     assert not list(folder.parent.glob(".joint_model.tmp-*"))  # written atomically
+
+
+def _pooled(model: torch.nn.Module, tok: dict[str, torch.Tensor]) -> torch.Tensor:
+    out = model(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]).last_hidden_state
+    return mean_pool(out, tok["attention_mask"])
+
+
+def test_exported_adapter_is_a_peft_folder_equal_to_the_merged_model(run: tuple[Path, Path]) -> None:
+    _, folder = run
+    manifest = json.loads((folder / "fedrec.json").read_text())
+    m = manifest["config"]["model"]
+    backbone, tokenizer = load_backbone(m["backbone"], m["tiny_layers"], m["tiny_hidden"])
+    tok = tokenizer(["a film about the sea", "jazz records", "x"], padding=True, return_tensors="pt")
+    base = _pooled(backbone, tok)
+    peft = PeftModel.from_pretrained(backbone, str(folder / manifest["adapter"])).eval()
+    with torch.no_grad():
+        got, merged = _pooled(peft, tok), _pooled(AutoModel.from_pretrained(str(folder / "model")).eval(), tok)
+    torch.testing.assert_close(got, merged, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(got, base, atol=1e-4)  # the trained adapter changes the output
+
+
+def test_save_adapter_loads_with_peft_from_pretrained(tmp_path: Path) -> None:
+    """A fresh tiny backbone plus the saved folder gives the encoder's own outputs (fast; no run needed)."""
+    bert, tokenizer = load_backbone("tiny", tiny_layers=3, tiny_hidden=32)
+    encoder = LoraEncoder(bert, r=4, lora_layers=2)
+    perturb_adapters(encoder)
+    tok = tokenizer(["red apple", "a longer sentence about the ocean", "tree"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = encoder(tok["input_ids"], tok["attention_mask"])
+    folder = save_adapter(encoder, tmp_path / "adapter")
+    assert (folder / "adapter_config.json").is_file()
+    fresh, _ = load_backbone("tiny", tiny_layers=3, tiny_hidden=32)
+    with torch.no_grad():
+        base = _pooled(fresh, tok)
+        loaded = PeftModel.from_pretrained(fresh, str(folder)).eval()
+        got = _pooled(loaded, tok)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(got, base, atol=1e-4)
 
 
 def test_joint_model_scores_equal_fedrec_evaluation(run: tuple[Path, Path], data_root: Path) -> None:

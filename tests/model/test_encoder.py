@@ -7,16 +7,9 @@ import torch
 
 from fedrec.model.backbone import encode_texts, load_backbone, mean_pool
 from fedrec.model.encoder import LoraEncoder, lora_layer_indices
+from tests.synthetic import perturb_adapters
 
 TEXTS = ["red apple", "a much longer sentence about the blue ocean and its waves", "tree", "sun light over hills"]
-
-
-def _perturb_adapters(encoder: LoraEncoder, seed: int = 1) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in encoder.parameters():
-            if p.requires_grad:
-                p.add_(0.05 * torch.randn(p.shape, generator=g))
 
 
 def _hf_forward(encoder: LoraEncoder, tok: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -34,7 +27,7 @@ def test_lora_layer_indices() -> None:
 def test_cached_lower_layers_equal_full_forward_tiny(lora_layers: int) -> None:
     bert, tokenizer = load_backbone("tiny", tiny_layers=3, tiny_hidden=32)
     encoder = LoraEncoder(bert, r=4, lora_layers=lora_layers)
-    _perturb_adapters(encoder)  # LoRA B starts at zero: make the adapters matter
+    perturb_adapters(encoder)  # LoRA B starts at zero: make the adapters matter
     tok = tokenizer(TEXTS, padding=True, return_tensors="pt")
     lower = encoder.lower(tok["input_ids"], tok["attention_mask"])
     cached = encoder.upper(lower, tok["attention_mask"])
@@ -55,7 +48,7 @@ def test_real_minilm_weights_cached_path_and_semantics() -> None:
     torch.testing.assert_close(
         torch.nn.functional.normalize(base, dim=-1), encode_texts(bert, tokenizer, TEXTS), atol=1e-5, rtol=1e-4
     )
-    _perturb_adapters(encoder)
+    perturb_adapters(encoder)
     cached = encoder.upper(encoder.lower(tok["input_ids"], tok["attention_mask"]), tok["attention_mask"])
     torch.testing.assert_close(cached, _hf_forward(encoder, tok), atol=1e-4, rtol=1e-4)
     # the real weights carry meaning: related sentences are closer than unrelated ones

@@ -9,6 +9,7 @@ import torch
 from fedrec.model.backbone import load_backbone
 from fedrec.model.encoder import LoraEncoder
 from fedrec.model.lower_cache import lower_states
+from tests.synthetic import perturb_adapters
 
 TEXTS = [
     "tree",
@@ -23,11 +24,7 @@ TEXTS = [
 def _encoder() -> tuple[LoraEncoder, dict[str, torch.Tensor]]:
     bert, tokenizer = load_backbone("tiny", tiny_layers=3, tiny_hidden=32)
     encoder = LoraEncoder(bert, r=4, lora_layers=1)
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for p in encoder.parameters():
-            if p.requires_grad:
-                p.add_(0.05 * torch.randn(p.shape, generator=g))
+    perturb_adapters(encoder, seed=3)
     tok = tokenizer(TEXTS, padding="max_length", max_length=24, truncation=True, return_tensors="pt")
     return encoder, tok
 

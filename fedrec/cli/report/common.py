@@ -1,12 +1,18 @@
-"""What every report shares: Markdown tables and PNG figures written atomically."""
+"""What every report shares: Markdown tables and their cells, PNG figures written atomically."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from fedrec.io import atomic_write
+
+#: a cell of a run that has not run yet
+NOT_RUN = "not run"
+#: a cell without a value
+DASH = "–"
 
 
 def table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -14,6 +20,41 @@ def table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def number(x: Any, digits: int = 1) -> str:
+    """A table cell: numbers with ``digits`` decimals (integers with separators), missing as a dash."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return DASH
+    if isinstance(x, bool):
+        return str(x)
+    if isinstance(x, int):
+        return f"{x:,}"
+    if isinstance(x, float):
+        return f"{x:,.{digits}f}"
+    return str(x)
+
+
+def size_text(n: Any) -> str:
+    """A byte count in B, KiB, MiB or GiB."""
+    if not isinstance(n, int | float):
+        return DASH
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{int(n):,} B"
+
+
+def machine_text(info: dict[str, Any]) -> str:
+    """Cores and CPU model (and memory, torch) of a ``machine_info`` record, without the time-varying load."""
+    if not info:
+        return "machine not recorded"
+    mem = f", {info['memory_gib']} GiB" if info.get("memory_gib") else ""
+    usable = info.get("usable_cores")
+    cores = f"{info.get('cores', '?')} cores" + (
+        f" ({usable} usable)" if usable is not None and usable != info.get("cores") else ""
+    )
+    return f"{cores}, {info.get('cpu_model') or 'unknown CPU'}{mem}, torch {info.get('torch', '?')}"
 
 
 def pyplot() -> Any:

@@ -19,8 +19,7 @@ import numpy as np
 
 from fedrec.cli.report.common import pyplot, save_png, table
 from fedrec.io import atomic_write
-
-METRICS = ("HR@10", "NDCG@10", "MRR")
+from fedrec.metrics import METRICS
 
 
 @dataclass
