@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from fedrec.federated.aggregate import aggregate, check_update, check_weight, state_nbytes
 from fedrec.federated.arrays import to_numpy
 from fedrec.federated.replies import is_withheld
-from fedrec.federated.robust import bound_update, capped_shares
+from fedrec.federated.robust import bound_update, capped_shares, update_norm
 from fedrec.federated.shards import by_platform, client_names, shards_per_platform
 from fedrec.federated.supported import check_supported
 from fedrec.io import save_torch, write_json
@@ -296,6 +296,7 @@ class Coordinator:
         rejected: list[dict[str, str]] = []
         refused: list[dict[str, Any]] = []
         clipped: list[dict[str, str]] = []
+        norms: dict[str, float] = {}  # each update's L2 change from the global adapter, as received
         for u in sorted(updates, key=lambda x: (x.name, x.node)):
             if u.refused is not None:  # the client's own decision (privacy budget), not a faulty update
                 refused.append({**self._who(u), "node": u.node, "reason": u.refused, **u.metrics})
@@ -308,7 +309,7 @@ class Coordinator:
                 assert u.state is not None
                 reason = check_update(u.state, self.expected) or check_weight(u.num_examples)
             if reason is None:  # the update norm bound (fedrec.federated.robust): reject or clip
-                reason = self._bound(server_round, u, clipped)
+                reason = self._bound(server_round, u, clipped, norms)
             if reason is None:
                 accepted.append(u)
             else:
@@ -323,6 +324,7 @@ class Coordinator:
                     "num_examples": int(u.num_examples),  # type: ignore[call-overload]
                     "bytes_up": u.nbytes,
                     **{k: float(v) for k, v in u.metrics.items()},
+                    "update_norm": norms[u.name],
                 }
                 for u in accepted
             },
@@ -342,9 +344,12 @@ class Coordinator:
         self.pending["aggregate_seconds"] = time.perf_counter() - started
         return self.global_state
 
-    def _bound(self, server_round: int, u: ClientUpdate, clipped: list[dict[str, str]]) -> str | None:
+    def _bound(
+        self, server_round: int, u: ClientUpdate, clipped: list[dict[str, str]], norms: dict[str, float]
+    ) -> str | None:
         """Apply ``federation.update_norm_bound`` to an update: why it is rejected, or None (maybe clipped)."""
         assert u.state is not None
+        norms[u.name] = update_norm(u.state, self.global_state)
         bound, action = float(self.fed.get("update_norm_bound", 0.0)), str(self.fed.get("update_norm_action", "reject"))
         state, note = bound_update(u.state, self.global_state, bound, action)
         if state is None:

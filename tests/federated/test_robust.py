@@ -165,6 +165,11 @@ def test_coordinator_caps_a_client_claiming_1e12_examples(tmp_path: Path) -> Non
     assert _distance(new, liar) > 0.4 * _distance(liar, fedavg([social, video], [300, 100]))
     warnings = [m for lvl, m in logs if lvl == logging.WARNING]
     assert len(warnings) == 1 and "ecommerce (node 3): aggregation weight share 1 capped to 0.5" in warnings[0]
+    # each update's change from the global adapter goes into the round's record (to choose a bound from)
+    train = co.pending["train"]
+    assert train["ecommerce"]["update_norm"] == pytest.approx(update_norm(liar, ref))
+    assert train["video"]["update_norm"] == pytest.approx(update_norm(video, ref))
+    assert train["video"]["update_norm"] < train["ecommerce"]["update_norm"]
 
 
 @pytest.mark.parametrize(
