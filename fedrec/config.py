@@ -208,6 +208,22 @@ class FederationConfig:
         "the largest platform dominates) or 'uniform' (every accepted client alike, so a small platform counts as "
         "much as a large one).",
     )
+    update_norm_bound: float = _f(
+        0.0,
+        "Largest L2 norm of a client update's change from the global adapter it started from, over every tensor it "
+        "sends (0 = no bound). An update over it is rejected or clipped (update_norm_action), logged with its norm.",
+    )
+    update_norm_action: str = _f(
+        "reject",
+        "What happens to an update over update_norm_bound: 'reject' (excluded from the round) or 'clip' (scaled "
+        "back onto the bound, its direction kept).",
+    )
+    max_weight_share: float = _f(
+        1.0,
+        "Cap on each client's share of the aggregation weights, in (0, 1] (1 = no cap): a client claiming a huge "
+        "example count gets at most this share, the excess goes to the others in proportion to their weights. "
+        "With fewer than 1/cap accepted clients every client gets an equal share.",
+    )
     evaluate_initial: bool = _f(
         False,
         "Score the initial adapter on every client's validation split before round 1 (round 0): the start of the "
@@ -406,6 +422,7 @@ CHOICES = {
     "eval.loss_weights": ("uniform", "users"),
     "federation.aggregation": ("fedavg", "ffa", "svd"),
     "federation.weighting": ("examples", "uniform"),
+    "federation.update_norm_action": ("clip", "reject"),  # fedrec.federated.robust.NORM_ACTIONS
     "privacy.accountant": ("rdp", "prv"),
     "adapter": ("best", "global"),
 }
@@ -453,6 +470,11 @@ def validate(cfg: DictConfig) -> None:
             "federation.shards_per_platform and federation.client_cache must be >= 1 and "
             f"federation.object_store_mib >= 0, got {fed.shards_per_platform}, {fed.client_cache}, "
             f"{fed.object_store_mib}"
+        )
+    if fed.update_norm_bound < 0 or not 0.0 < fed.max_weight_share <= 1.0:
+        raise ValueError(
+            "federation.update_norm_bound must be >= 0 (0 = off) and federation.max_weight_share in (0, 1] "
+            f"(1 = off), got {fed.update_norm_bound} and {fed.max_weight_share}"
         )
     known = ("mostpop", "itemknn", "frozen_text", "ease", "sasrec")
     for key in ("baselines", "federation.compare_baselines"):

@@ -2,8 +2,9 @@
 
 ``fedrec <command> [hydra overrides]`` runs a Hydra job over ``conf/`` (``-m`` for
 multirun, ``--cfg job`` to print the config, ``hydra.run.dir=...`` honoured);
-``fedrec data download|verify`` manages the raw files; ``fedrec bench`` runs the
-benchmarks (:mod:`fedrec.cli.bench`); ``fedrec experiments`` runs the utility grid
+``fedrec data download|verify`` manages the raw files; ``fedrec deploy credentials``
+writes a deployment's TLS and node-authentication files (:mod:`fedrec.cli.deploy`);
+``fedrec bench`` runs the benchmarks (:mod:`fedrec.cli.bench`); ``fedrec experiments`` runs the utility grid
 (:mod:`fedrec.cli.experiments`) and ``fedrec report`` renders sweeps and grids
 (:mod:`fedrec.cli.report`).
 """
@@ -37,6 +38,8 @@ commands:
   report results <experiments dir> [--bench DIR] [--out docs] [--readme README.md]
                            the grid (and the benchmarks) -> RESULTS.md + PNG plots
   bench <train|encode|comm|round|all> [--smoke] [--out DIR] [overrides]   benchmarks (tables + JSON)
+  deploy credentials <dir> [--host 127.0.0.1] [--platforms video ecommerce social]   TLS CA + SuperLink
+                           certificate and one SuperNode key pair per platform (docs/DEPLOY.md)
   data download [--root DIR] [--platform NAME ...]   fetch the datasets (needs internet)
   data verify   [--root DIR]                          check the datasets' sha256 sums
 
@@ -155,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         return data_main(rest)
     if command == "report":
         return report_main(rest)
+    if command == "deploy":
+        from fedrec.cli.deploy import deploy_main
+
+        return deploy_main(rest)
     if command == "experiments":
         from fedrec.cli.experiments import experiments_main
 

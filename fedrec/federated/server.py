@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from fedrec.federated.aggregate import aggregate, check_update, check_weight, state_nbytes
 from fedrec.federated.arrays import to_numpy
 from fedrec.federated.replies import is_withheld
+from fedrec.federated.robust import bound_update, capped_shares, update_norm
 from fedrec.federated.shards import by_platform, client_names, shards_per_platform
 from fedrec.federated.supported import check_supported
 from fedrec.io import save_torch, write_json
@@ -282,8 +283,12 @@ class Coordinator:
         """Validate the updates, aggregate the accepted ones into the new global adapter.
 
         A rejected update (decode failure, wrong names or shapes, non-finite values,
-        unusable example count) is excluded and logged with its reason; the round goes
-        on with the others. With no accepted update the global adapter is unchanged.
+        unusable example count, a change from the global adapter over
+        ``federation.update_norm_bound`` with ``update_norm_action=reject``) is excluded
+        and logged with its reason; the round goes on with the others. An update over
+        the bound with ``clip`` is scaled onto it (logged, listed under ``clipped``). Each
+        client's weight share is capped at ``federation.max_weight_share``. With no
+        accepted update the global adapter is unchanged.
 
         Returns
         -------
@@ -294,6 +299,8 @@ class Coordinator:
         accepted: list[ClientUpdate] = []
         rejected: list[dict[str, str]] = []
         refused: list[dict[str, Any]] = []
+        clipped: list[dict[str, str]] = []
+        norms: dict[str, float] = {}  # each update's L2 change from the global adapter, as received
         for u in sorted(updates, key=lambda x: (x.name, x.node)):
             if u.refused is not None:  # the client's own decision (privacy budget), not a faulty update
                 refused.append({**self._who(u), "node": u.node, "reason": u.refused, **u.metrics})
@@ -305,6 +312,8 @@ class Coordinator:
             if reason is None:
                 assert u.state is not None
                 reason = check_update(u.state, self.expected) or check_weight(u.num_examples)
+            if reason is None:  # the update norm bound (fedrec.federated.robust): reject or clip
+                reason = self._bound(server_round, u, clipped, norms)
             if reason is None:
                 accepted.append(u)
             else:
@@ -319,11 +328,13 @@ class Coordinator:
                     "num_examples": int(u.num_examples),  # type: ignore[call-overload]
                     "bytes_up": u.nbytes,
                     **{k: float(v) for k, v in u.metrics.items()},
+                    "update_norm": norms[u.name],
                 }
                 for u in accepted
             },
             "rejected": rejected,
             "refused": refused,
+            "clipped": clipped,
         }
         if not accepted:
             self.pending["aggregate_seconds"] = time.perf_counter() - started
@@ -337,11 +348,44 @@ class Coordinator:
         self.pending["aggregate_seconds"] = time.perf_counter() - started
         return self.global_state
 
+    def _bound(
+        self, server_round: int, u: ClientUpdate, clipped: list[dict[str, str]], norms: dict[str, float]
+    ) -> str | None:
+        """Apply ``federation.update_norm_bound`` to an update: why it is rejected, or None (maybe clipped)."""
+        assert u.state is not None
+        norms[u.name] = update_norm(u.state, self.global_state)
+        bound, action = float(self.fed.get("update_norm_bound", 0.0)), str(self.fed.get("update_norm_action", "reject"))
+        state, note = bound_update(u.state, self.global_state, bound, action)
+        if state is None:
+            return note
+        if note is not None:
+            u.state = state
+            clipped.append({**self._who(u), "node": u.node, "reason": note})
+            self.log(logging.WARNING, f"round {server_round}: clipped the update of {u.name} (node {u.node}): {note}")
+        return None
+
     def weights(self, accepted: Sequence[ClientUpdate]) -> list[float]:
-        """The accepted updates' aggregation weights (``federation.weighting``): example counts, or 1 each."""
+        """The accepted updates' aggregation weights (``federation.weighting``: example counts, or 1 each).
+
+        Capped at ``federation.max_weight_share`` of the total (:func:`fedrec.federated.robust.capped_shares`);
+        a capped client is logged.
+        """
         if str(self.fed.get("weighting", "examples")) == "uniform":
-            return [1.0] * len(accepted)
-        return [float(u.num_examples) for u in accepted]  # type: ignore[arg-type]
+            raw = [1.0] * len(accepted)
+        else:
+            raw = [float(u.num_examples) for u in accepted]  # type: ignore[arg-type]
+        cap = float(self.fed.get("max_weight_share", 1.0))
+        if cap >= 1.0:
+            return raw
+        shares, before = capped_shares(raw, cap), np.asarray(raw) / sum(raw)
+        for u, s, b in zip(accepted, shares, before, strict=True):
+            if s < b - 1e-12:
+                self.log(
+                    logging.WARNING,
+                    f"{u.name} (node {u.node}): aggregation weight share {b:.4g} capped to {s:.4g} "
+                    f"(federation.max_weight_share={cap:g}, {u.num_examples} examples reported)",
+                )
+        return [float(s) for s in shares]
 
     def validation(
         self, server_round: int, evaluations: Sequence[ClientEvaluation]
@@ -413,6 +457,7 @@ class Coordinator:
         entry |= {
             "rejected": self.pending.get("rejected", []),
             "refused": self.pending.get("refused", []),
+            "clipped": self.pending.get("clipped", []),
             "bytes": {
                 "down_per_client": bytes_down,
                 "up_per_client": max(up) if up else 0,

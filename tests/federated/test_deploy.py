@@ -1,4 +1,9 @@
-"""Deployment on loopback: a real SuperLink, one real SuperNode per platform, `flwr run`, two rounds."""
+"""Deployment on loopback over TLS with SuperNode authentication (the documented default, docs/DEPLOY.md).
+
+A real SuperLink (``--ssl-*``, ``--enable-supernode-auth``), the platforms' keys registered with
+``flwr supernode register``, one real SuperNode per platform holding its private key, ``flwr run``
+with ``root-certificates``, two rounds; and a SuperNode whose key was never registered is refused.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,17 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 
+from fedrec.cli.deploy import write_credentials
 from tests.conftest import REPO_ROOT
 
 BIN = Path(sys.executable).parent
@@ -36,84 +44,139 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    """Stop every process we started (each leads its own process group: its children go with it)."""
-    for p in procs:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(timeout=15)
-
-
-def _wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
-    """Wait until the SuperLink answers on its HTTP API."""
+def _wait_healthy(port: int, proc: subprocess.Popen[bytes], ca: Path, timeout: float = 120.0) -> None:
+    """Wait until the SuperLink answers on its HTTPS API (its certificate checked against our CA)."""
+    context = ssl.create_default_context(cafile=ca)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, "flower-superlink exited"
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            urllib.request.urlopen(f"https://127.0.0.1:{port}/health", timeout=1, context=context)
             return
         except OSError:
             time.sleep(0.5)
     raise AssertionError(f"the SuperLink did not answer on port {port} within {timeout}s")
 
 
-def test_superlink_and_one_supernode_per_platform(data_root: Path, tmp_path: Path) -> None:
-    link_port, *node_ports = _free_ports(1 + len(PLATFORMS))
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # Flower spawns flower-superexec by name
-        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-    }
-    procs: list[subprocess.Popen[bytes]] = []
-    logs = []
+class Deployment:
+    """Processes of a deployment on 127.0.0.1 (each leads its own process group), their logs, the flwr config."""
 
-    def start(name: str, args: list[str], home: Path) -> None:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        self.creds = tmp_path / "creds"
+        write_credentials(self.creds, ["127.0.0.1"], PLATFORMS)  # what `fedrec deploy credentials` writes
+        self.ca = self.creds / "ca.crt"
+        self.env = {
+            **os.environ,
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # Flower spawns flower-superexec by name
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        }
+        self.procs: list[subprocess.Popen[Any]] = []
+        self.logs: list[IO[bytes]] = []
+        self.port = 0
+        self.user = tmp_path / "user"
+
+    def start(self, name: str, args: list[str], home: Path) -> subprocess.Popen[bytes]:
         home.mkdir(parents=True, exist_ok=True)
-        log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed in finally
-        logs.append(log)
-        procs.append(
-            subprocess.Popen(
-                args, env={**env, "FLWR_HOME": str(home)}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.logs.append(log)
+        proc = subprocess.Popen(
+            args, env={**self.env, "FLWR_HOME": str(home)}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.procs.append(proc)
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.tmp / f"{name}.log").read_text(errors="replace")
+
+    def start_superlink(self, port: int) -> None:
+        """TLS (the CA, the server certificate and key) and SuperNode authentication, bound to loopback."""
+        self.port = port
+        c = self.creds
+        link = self.start(
+            "superlink",
+            [str(BIN / "flower-superlink"), "--ssl-ca-certfile", str(c / "ca.crt")]
+            + ["--ssl-certfile", str(c / "server.pem"), "--ssl-keyfile", str(c / "server.key")]
+            + ["--enable-supernode-auth", "--database", str(self.tmp / "link" / "state.db")]
+            + ["--host", "127.0.0.1", "--port", str(port), "--disable-runtime-dependency-installation"],
+            self.tmp / "link",
+        )
+        self.user.mkdir()
+        (self.user / "config.toml").write_text(
+            f'[superlink]\ndefault = "fedrec-test"\n\n[superlink.fedrec-test]\n'
+            f'address = "127.0.0.1:{port}"\nroot-certificates = "{self.ca}"\n'
+        )
+        _wait_healthy(port, link, self.ca)
+
+    def flwr(self, *args: str) -> subprocess.Popen[str]:
+        """``flwr <args>`` against the SuperLink, as the operator (its config names the CA); stopped by stop()."""
+        proc = subprocess.Popen(
+            [str(BIN / "flwr"), *args],
+            env={**self.env, "FLWR_HOME": str(self.user)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def register(self, platforms: tuple[str, ...]) -> None:
+        """``flwr supernode register node-<platform>.pub`` for each platform (at once: each CLI takes seconds)."""
+        procs = {
+            p: self.flwr("supernode", "register", str(self.creds / f"node-{p}.pub"), "fedrec-test", "--name", p)
+            for p in platforms
+        }
+        for p, proc in procs.items():
+            out, _ = proc.communicate(timeout=60)
+            assert proc.returncode == 0 and "registered successfully" in out, f"{p}: {out}"
+
+    def start_supernode(self, platform: str, port: int, key: Path, data_root: Path) -> subprocess.Popen[bytes]:
+        node_config = f"platform='{platform}' data-root='{data_root}' cache-dir='{self.tmp / f'cache_{platform}'}'"
+        return self.start(
+            f"supernode_{platform}",
+            [
+                str(BIN / "flower-supernode"),
+                "--root-certificates",
+                str(self.ca),
+                "--auth-supernode-private-key",
+                str(key),
+            ]
+            + ["--superlink", f"127.0.0.1:{self.port}", "--port", str(port), "--node-config", node_config],
+            self.tmp / f"node_{platform}",
         )
 
+    def stop(self) -> None:
+        """Stop every process we started (each leads its own process group: its children go with it)."""
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(timeout=15)
+        for log in self.logs:
+            log.close()
+        assert all(p.poll() is not None for p in self.procs)
+
+
+def test_tls_and_node_authenticated_superlink_and_one_supernode_per_platform(data_root: Path, tmp_path: Path) -> None:
+    link_port, *node_ports = _free_ports(1 + len(PLATFORMS))
+    dep = Deployment(tmp_path)
     try:
-        start(
-            "superlink",
-            [str(BIN / "flower-superlink"), "--insecure", "--database", str(tmp_path / "link" / "state.db")]
-            + ["--host", "127.0.0.1", "--port", str(link_port), "--disable-runtime-dependency-installation"],
-            tmp_path / "link",
-        )
-        _wait_healthy(link_port, procs[0])
-        for platform, port in zip(PLATFORMS, node_ports, strict=True):
-            node_config = f"platform='{platform}' data-root='{data_root}' cache-dir='{tmp_path / f'cache_{platform}'}'"
-            start(
-                f"supernode_{platform}",
-                [str(BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{link_port}"]
-                + ["--port", str(port), "--node-config", node_config],
-                tmp_path / f"node_{platform}",
-            )
-        user = tmp_path / "user"
-        user.mkdir()
-        (user / "config.toml").write_text(
-            f'[superlink]\ndefault = "fedrec-test"\n\n[superlink.fedrec-test]\n'
-            f'address = "127.0.0.1:{link_port}"\ninsecure = true\n'
-        )
+        dep.start_superlink(link_port)
         out = tmp_path / "out"
         run_config = f'overrides="{OVERRIDES}" out-dir="{out}"'
-        proc = subprocess.run(
-            [str(BIN / "flwr"), "run", str(REPO_ROOT), "fedrec-test", "--stream", "--run-config", run_config],
-            env={**env, "FLWR_HOME": str(user)},
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        assert (out / "results.json").is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
+        # launched first: packaging the app and starting the ServerApp overlap the nodes' registration and
+        # start-up (the ServerApp waits until every platform's node is connected)
+        run = dep.flwr("run", str(REPO_ROOT), "fedrec-test", "--stream", "--run-config", run_config)
+        dep.register(PLATFORMS)
+        for platform, port in zip(PLATFORMS, node_ports, strict=True):
+            dep.start_supernode(platform, port, dep.creds / f"node-{platform}.key", data_root)
+        stdout, _ = run.communicate(timeout=900)
+        assert (out / "results.json").is_file(), stdout[-3000:]
         doc = json.loads((out / "results.json").read_text())
         assert doc["command"] == "deploy" and doc["config"]["model"]["backbone"] == "tiny"
         hist = doc["federation"]["history"]
@@ -123,7 +186,10 @@ def test_superlink_and_one_supernode_per_platform(data_root: Path, tmp_path: Pat
             assert all(v["train"]["num_examples"] > 0 for v in h["platforms"].values())
         assert set(doc["platforms"]) == set(PLATFORMS)
         assert doc["platforms"]["social"]["test"]["users"] == 1883  # the final test covers all users
-        assert "round 2/2 | xloss" in proc.stdout + proc.stderr  # streamed progress
+        assert "round 2/2 | xloss" in stdout  # streamed progress
+        link_log = dep.log("superlink")
+        assert "Uvicorn running on https://127.0.0.1" in link_log  # TLS
+        assert "SuperNode authentication is disabled" not in link_log
         for platform in PLATFORMS:
             cache = tmp_path / f"cache_{platform}"
             # the frozen lower layers are cached on the node's disk, reused by later rounds
@@ -133,10 +199,27 @@ def test_superlink_and_one_supernode_per_platform(data_root: Path, tmp_path: Pat
             assert states == ["local-r00001.pt", "local-r00002.pt"], states
         assert not list(out.rglob("local-r*.pt"))
     finally:
-        _stop(procs)
-        for log in logs:
-            log.close()
-    assert all(p.poll() is not None for p in procs)
+        dep.stop()
+
+
+def test_a_supernode_with_an_unregistered_key_is_refused(data_root: Path, tmp_path: Path) -> None:
+    link_port, video_port, social_port = _free_ports(3)
+    dep = Deployment(tmp_path)
+    try:
+        dep.start_superlink(link_port)
+        dep.register(("video",))  # social's key is never registered
+        rogue = dep.start_supernode("social", social_port, dep.creds / "node-social.key", data_root)
+        assert rogue.wait(timeout=120) != 0  # the node gives up: it never gets a message
+        node_log = dep.log("supernode_social")
+        # Flower's exit code 305: the SuperNode could not connect (the process itself then exits with 1)
+        assert "Exit Code: 305" in node_log and "Failed to activate SuperNode" in node_log
+        assert "No SuperNode found with the given public key" in dep.log("superlink")
+        listing = dep.flwr("supernode", "list", "fedrec-test", "--format", "json")
+        out, _ = listing.communicate(timeout=60)
+        nodes = json.loads(out[out.index("{") :])["nodes"]
+        assert len(nodes) == 1 and nodes[0]["status"] == "registered"  # only video's key; the rogue never joined
+    finally:
+        dep.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -132,7 +132,9 @@ def test_flower_simulation_with_dp_logs_epsilon(data_root: Path, tmp_path: Path)
     for h in doc["federation"]["history"]:
         for name, rec in h["platforms"].items():
             assert rec["valid"] == {"withheld": 1}, name
-            assert set(rec["train"]) <= {k.replace("-", "_") for k in PUBLIC_TRAIN_KEYS} | {"bytes_up"}, name
+            # the server's own figures besides: bytes received, the update's L2 change from the global adapter
+            server_side = {"bytes_up", "update_norm"}
+            assert set(rec["train"]) <= {k.replace("-", "_") for k in PUBLIC_TRAIN_KEYS} | server_side, name
     assert doc["federation"]["best_round"] == 2 and doc["cross_platform_loss"] is None  # the latest round's adapter
     # the operator of the simulation read each platform's own report for the test table
     for name in ("video", "social"):
