@@ -382,6 +382,11 @@ class FedrecConfig:
     command: str = _f("train", "Set by the CLI.")
     mode: str = _f("centralized", "train: 'local' (one model per platform) or 'centralized' (pooled).")
     seed: int = _f(0, "Global seed.")
+    verbose: bool = _f(
+        False,
+        "Keep third-party warnings, Flower's deprecation notices and every Ray actor's output on the console "
+        "(fedrec -v sets it).",
+    )
     platforms: dict[str, PlatformConfig] = _f({}, "Selected platforms (the 'platform' config group).")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

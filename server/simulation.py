@@ -46,10 +46,19 @@ def quiet_logs() -> None:
 
 
 def ray_backend_config(cfg: DictConfig) -> dict[str, Any]:
-    """Flower's Ray backend settings: a fresh local Ray, every core, ``client_cpus`` per actor, the object store cap."""
+    """Flower's Ray backend settings: a fresh local Ray, every core, ``client_cpus`` per actor, the object store cap.
+
+    The actors' output (``(ClientAppActor pid=...)`` lines: their warnings and log) reaches
+    this console only with ``verbose=true`` (``fedrec -v``); a client's failure still does,
+    as the error of its reply.
+    """
     fed = cfg.federation
     # address "local": always a fresh Ray instance, never someone else's cluster
-    init: dict[str, Any] = {"address": "local", "num_cpus": os.cpu_count() or 1}
+    init: dict[str, Any] = {
+        "address": "local",
+        "num_cpus": os.cpu_count() or 1,
+        "log_to_driver": bool(cfg.get("verbose", False)),
+    }
     if int(fed.get("object_store_mib", 0)) > 0:
         init["object_store_memory"] = int(fed.object_store_mib) * 1024**2
     return {"init_args": init, "client_resources": {"num_cpus": float(fed.client_cpus), "num_gpus": 0.0}}

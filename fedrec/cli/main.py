@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 HYDRA_COMMANDS = ("train", "baselines", "simulate", "export", "recommend", "audit")
-USAGE = """usage: fedrec <command> [options]
+USAGE = """usage: fedrec [-v] <command> [options]
 
 commands:
   train      [overrides]   train (mode=local: one model per platform; mode=centralized: pooled)
@@ -44,7 +44,9 @@ commands:
   data verify   [--root DIR]                          check the datasets' sha256 sums
 
 overrides are Hydra's: e.g. `fedrec train mode=local platform=video train.epochs=1`,
-`fedrec train --cfg job` prints the resolved config, `-m` runs a sweep."""
+`fedrec train --cfg job` prints the resolved config, `-m` runs a sweep.
+`fedrec -v <command>` (or -v among a Hydra command's overrides) keeps third-party warnings,
+Flower's deprecation notices and every Ray actor's output on the console."""
 
 
 def run_hydra(command: str, job: Callable[..., object], argv: list[str]) -> None:
@@ -148,8 +150,29 @@ def report_main(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``fedrec`` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Entry point of the ``fedrec`` console script.
+
+    Third-party warnings and Flower's deprecation banner stay off the console
+    (:func:`fedrec.cli.quiet.quiet_console`) unless ``-v`` / ``--verbose`` is given: as the
+    first argument for every command, anywhere for the Hydra commands (where it also sets
+    ``verbose=true``, which brings back Ray's per-actor output).
+    """
+    from fedrec.cli.quiet import pop_verbose, quiet_console
+
+    verbose, argv = pop_verbose(sys.argv[1:] if argv is None else argv, anywhere=False)
+    if argv and argv[0] in HYDRA_COMMANDS:
+        more, rest = pop_verbose(argv[1:])
+        verbose |= more
+        if verbose:  # beside the other overrides: Hydra's parser takes them in one run
+            at = next((i for i, a in enumerate(rest) if "=" in a and not a.startswith("-")), len(rest))
+            rest.insert(at, "verbose=true")
+        argv = [argv[0], *rest]
+    with quiet_console(verbose):
+        return _dispatch(argv)
+
+
+def _dispatch(argv: list[str]) -> int:
+    """Run the command ``argv[0]`` with the arguments after it."""
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0
