@@ -6,7 +6,7 @@
 set -euo pipefail
 OUT=${1:-multirun/privacy_sweep}
 FEDREC=${FEDREC:-fedrec}
-# the README table was measured with 64-token user texts (the default before 32)
+# the table in docs/PRIVACY.md was measured with 64-token user texts (the default before 32)
 COMMON=(federation.compare_local=false federation.export_joint_model=false federation.eval_max_users=-1 model.user_max_tokens=64)
 $FEDREC simulate -m privacy=target_eps privacy.target_epsilon=0.5,1,2,4,8,inf "${COMMON[@]}" \
   "federation.compare_baselines=[]" hydra.sweep.dir="$OUT"

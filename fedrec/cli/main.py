@@ -102,7 +102,7 @@ def results_report_main(argv: list[str]) -> int:
     parser.add_argument("experiments_dir", help="the folder fedrec experiments wrote (<row>/seed<k>/results.json)")
     parser.add_argument("--bench", help="folder with bench_*.json (fedrec bench --out); default: no benchmarks")
     parser.add_argument("--out", default="docs", help="output folder of RESULTS.md and the PNGs (default docs)")
-    parser.add_argument("--readme", help="README whose generated results block gets the headline numbers")
+    parser.add_argument("--readme", help="README whose generated results block gets the macro table and headline")
     args = parser.parse_args(argv)
     try:
         res = report_results(

@@ -12,8 +12,8 @@ reads every ``<row>/seed<k>/results.json`` of a grid written by ``fedrec experim
 - ``results_loss_per_round.png`` (cross-platform loss per round per aggregation mode),
   ``results_utility_vs_epsilon.png`` (test NDCG@10 at epsilon 1, 8 and without DP) and,
   when ``bench_scale.json`` exists, ``results_round_time_vs_clients.png``;
-- with ``--readme``, the headline numbers into the README, between the
-  :data:`README_BEGIN` and :data:`README_END` markers.
+- with ``--readme``, the macro utility table and the headline numbers into the README,
+  between the :data:`README_BEGIN` and :data:`README_END` markers.
 
 Nothing in the output is typed by hand: re-running the commands regenerates it. Rows of
 the grid that have no results yet are shown as "not run".
@@ -35,7 +35,7 @@ from fedrec.cli.report.bench import BENCHMARKS, SCALE_PLOT, bench_section, read_
 from fedrec.cli.report.common import NOT_RUN
 from fedrec.cli.report.grid import Grid, commits, invocations, is_smoke, read_grid
 from fedrec.cli.report.plots import EPSILON_PLOT, LOSS_PLOT, plot_epsilon, plot_loss, plot_scale
-from fedrec.cli.report.readme import README_BEGIN, README_END, headline, update_readme
+from fedrec.cli.report.readme import README_BEGIN, README_END, readme_block, update_readme
 from fedrec.cli.report.stats import QUALITY, Stat, rounds_to_quality
 from fedrec.cli.report.tables import ratio_section, rtq_section, runs_section, settings_text, utility_section
 from fedrec.io import atomic_write
@@ -141,7 +141,7 @@ def report_results(
         Folder of the ``bench_*.json`` files (none: the benchmarks section says so).
     readme : path-like, optional
         A README with the :data:`README_BEGIN` / :data:`README_END` markers to fill with
-        the headline numbers.
+        the macro table and the headline numbers.
     command : str, optional
         The command line quoted in the header (default: rebuilt from the arguments).
 
@@ -176,6 +176,6 @@ def report_results(
     md = atomic_write(out / MARKDOWN, lambda fh: fh.write(text.encode()))
     readme_path = None
     if readme is not None:
-        readme_path = update_readme(readme, headline(grid, md, Path(readme), bench))
+        readme_path = update_readme(readme, readme_block(grid, md, Path(readme), bench))
     n = sum(len(v) for v in grid.docs.values())
     return {"markdown": md, "plots": plots, "runs": n, "readme": readme_path, "text": text}

@@ -19,21 +19,27 @@ def seeds_text(stats: dict[str, dict[str, Stat]]) -> str:
     return str(n) if n else "0"
 
 
+def macro_table(grid: Grid, platforms: Sequence[str]) -> str:
+    """The utility table of the macro average over the platforms: one line per entry, with its seeds and loss."""
+    rows = []
+    for e in entries():
+        st = platform_stats(grid, e, platforms)
+        xl = "" if e.row.kind == "baselines" else xloss_stat(grid, e.row).text(4, DASH if grid.runs(e.row) else NOT_RUN)
+        rows.append([e.label, seeds_text(st), *(st["macro"][k].text() for k in METRICS), xl or DASH])
+    return table(["model", "seeds", *METRICS, "cross-platform loss (valid)"], rows)
+
+
 def utility_section(grid: Grid, platforms: Sequence[str]) -> str:
     """The macro table and one table per platform (mean ± std over seeds, n seeds)."""
-    rows: list[list[str]] = []
     per_platform: dict[str, list[list[str]]] = {p: [] for p in platforms}
     for e in entries():
         st = platform_stats(grid, e, platforms)
-        n = seeds_text(st)
-        xl = "" if e.row.kind == "baselines" else xloss_stat(grid, e.row).text(4, DASH if grid.runs(e.row) else NOT_RUN)
-        rows.append([e.label, n, *(st["macro"][k].text() for k in METRICS), xl or DASH])
         for p in platforms:
-            per_platform[p].append([e.label, n, *(st[p][k].text() for k in METRICS)])
+            per_platform[p].append([e.label, seeds_text(st), *(st[p][k].text() for k in METRICS)])
     out = [
         "### Macro average over the platforms",
         "",
-        table(["model", "seeds", *METRICS, "cross-platform loss (valid)"], rows),
+        macro_table(grid, platforms),
         "",
         "Macro: the mean over the platforms per seed, then over seeds. Cross-platform loss: the weighted "
         "validation loss of the reported model (`eval.loss_weights`); for the federated rows the best round's, on "

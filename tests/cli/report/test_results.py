@@ -295,6 +295,8 @@ def test_readme_block_and_cli(grid: Path, tmp_path: Path, capsys: pytest.Capture
     assert "old text" not in text and text.startswith("# x\n\nbefore\n") and text.endswith(f"{README_END}\nafter\n")
     macro = np.mean([np.mean(list(FEDAVG[s].values())) for s in range(3)])
     assert f"federated fedavg {macro:.4f} ± " in text and "[docs/RESULTS.md](docs/RESULTS.md)" in text
+    table = (out / "RESULTS.md").read_text().split("### Macro average over the platforms\n\n")[1].split("\n\n")[0]
+    assert table.startswith("| model | seeds | HR@10 |") and f"{README_BEGIN}\n{table}\n\nMacro test NDCG@10" in text
     assert "in round 2.0 ± 1.0 (n=3)" in text
     assert (out / "RESULTS.md").read_text().count(f"report results {grid}") == 1  # the header quotes the command
     readme.write_text("no markers\n")
