@@ -82,8 +82,7 @@ def _key_usage(*allowed: str) -> x509.KeyUsage:
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
-    atomic_write(path, lambda fh: fh.write(data))  # a private temporary (0600) renamed into place
-    os.chmod(path, mode)
+    atomic_write(path, lambda fh: fh.write(data), mode=mode)  # its mode set before it is renamed into place
 
 
 def write_credentials(
