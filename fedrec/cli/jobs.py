@@ -48,8 +48,8 @@ def cli_job(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictConfig]
     return run
 
 
-#: commands that run the two-tower model only (the sequence model trains with ``fedrec simulate``)
-TWO_TOWER_COMMANDS = ("train", "export", "recommend", "audit")
+#: commands that build the two-tower model from the config (export and recommend read the run's own)
+TWO_TOWER_COMMANDS = ("train", "audit")
 
 
 def check_model_kind(cfg: DictConfig) -> None:

@@ -44,3 +44,12 @@ def test_private_run_prints_each_platforms_cumulative_epsilon(capsys: pytest.Cap
     print_simulation(_doc(PRIVACY))
     out = capsys.readouterr().out
     assert "7.991" in out and "7.997" in out and "inf" not in out
+
+
+def test_a_two_tower_command_refuses_the_sequence_model(capsys) -> None:  # type: ignore[no-untyped-def]
+    from fedrec.cli.jobs import train_job
+    from fedrec.config import compose_config
+
+    with pytest.raises(SystemExit) as exc:
+        train_job(compose_config(["model=seqrec_tiny"], command="train"))
+    assert exc.value.code == 2 and "model=minilm_lora" in capsys.readouterr().err
