@@ -273,3 +273,27 @@ def test_unusable_evaluations_are_ignored_with_a_reason_and_never_make_the_best_
     doc = co.finish("simulate", [*_evals({"video": 3.0}), ClientEvaluation("2", "social", {**good, "MRR": -1.0})])
     assert set(doc["platforms"]) == {"video"}
     assert logs[-1][1] == "test: ignored the evaluation of social (node 2): metric 'MRR' is -1.0, outside [0, 1]"
+
+
+def test_finite_poison_in_replies_is_rejected_and_capped(tmp_path: Path) -> None:
+    """Through the strategy's decoding: a reply scaled by 1e30 is rejected, one claiming 1e12 examples capped."""
+    co, logs = _coordinator(tmp_path, "federation.update_norm_bound=1.0", "federation.max_weight_share=0.5")
+    strategy = FedrecStrategy(co)
+    rng = np.random.default_rng(7)
+    step = {k: (0.01 * rng.normal(size=v.shape)).astype(v.dtype) for k, v in co.global_state.items()}
+    ecommerce = {k: v + step[k] for k, v in co.global_state.items()}
+    social = {k: v - step[k] for k, v in co.global_state.items()}
+    video = {k: (1e30 * (v + step[k])).astype(v.dtype) for k, v in co.global_state.items()}
+    arrays, _ = strategy.aggregate_train(
+        1, [_reply(1, "video", video, 100), _reply(2, "ecommerce", ecommerce, 10**12), _reply(3, "social", social, 100)]
+    )
+    assert arrays is not None
+    (rejected,) = co.pending["rejected"]
+    assert rejected["node"] == "1" and "exceeds federation.update_norm_bound=1" in rejected["reason"]
+    # ecommerce's share is capped at 0.5: the two opposite steps cancel, the global adapter is unchanged
+    expected = fedavg([ecommerce, social], [1, 1])
+    for k, v in arrays.items():
+        np.testing.assert_allclose(v.numpy(), expected[k], atol=1e-6)
+        np.testing.assert_allclose(v.numpy(), co.initial_state[k], atol=1e-6)
+    capped = "ecommerce (node 2): aggregation weight share 1 capped to 0.5 (federation.max_weight_share=0.5, "
+    assert any(capped + "1000000000000 examples reported)" in m for _, m in logs)
