@@ -218,6 +218,10 @@ def test_a_supernode_with_an_unregistered_key_is_refused(data_root: Path, tmp_pa
         out, _ = listing.communicate(timeout=60)
         nodes = json.loads(out[out.index("{") :])["nodes"]
         assert len(nodes) == 1 and nodes[0]["status"] == "registered"  # only video's key; the rogue never joined
+        # what docs/DEPLOY.md warns about: the Control API has no user authentication, so anyone who reaches
+        # the port (with nothing but the CA certificate) can register a key; the port must be restricted
+        anyone = dep.flwr("supernode", "register", str(dep.creds / "node-social.pub"), "fedrec-test")
+        assert "registered successfully" in anyone.communicate(timeout=60)[0]
     finally:
         dep.stop()
 
