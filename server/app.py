@@ -120,6 +120,8 @@ class FedrecStrategy(FedAvg):
             m = dict(next(iter(msg.content.metric_records.values())))
             platform, client = _identity(msg)
             self.evaluations.append(ClientEvaluation(str(msg.metadata.src_node_id), platform, m, client))
+        # a reply with missing or non-finite metrics or no users is ignored (logged) before anything averages it
+        self.evaluations = self.coordinator.screen_evaluations(f"round {server_round}", self.evaluations)
         scored = [e for e in self.evaluations if not is_withheld(e.metrics)]  # DP clients withhold theirs
         if not scored:
             return None

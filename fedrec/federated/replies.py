@@ -19,6 +19,7 @@ guarantee covers leaves the platform:
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,42 @@ def evaluation_metrics(
 def is_withheld(metrics: Mapping[str, Any]) -> bool:
     """Whether an evaluation reply withheld its metrics (a DP client)."""
     return bool(metrics.get(WITHHELD))
+
+
+#: the metrics the server needs from a (non-withheld) evaluation reply; the rank metrics lie in [0, 1]
+REQUIRED_EVAL_KEYS = ("loss", "users", "HR@10", "NDCG@10", "MRR")
+
+
+def check_evaluation(metrics: Mapping[str, Any]) -> str | None:
+    """Why an evaluation reply is unusable, or None (a withheld DP reply is usable).
+
+    Parameters
+    ----------
+    metrics : mapping
+        The reply's metrics.
+
+    Returns
+    -------
+    str or None
+        The first problem: a missing or non-numeric metric, a non-finite value, no
+        evaluated users, a rank metric outside [0, 1].
+    """
+    if is_withheld(metrics):
+        return None
+    for key in REQUIRED_EVAL_KEYS:
+        if key not in metrics:
+            return f"metric {key!r} is missing"
+        value = metrics[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"metric {key!r} is {value!r}, not a number"
+        if not math.isfinite(value):
+            return f"metric {key!r} is {value}"
+    if metrics["users"] < 1:
+        return f"it scored {metrics['users']} users"
+    outside = [k for k in REQUIRED_EVAL_KEYS[2:] if not 0.0 <= metrics[k] <= 1.0]
+    if outside:
+        return f"metric {outside[0]!r} is {metrics[outside[0]]}, outside [0, 1]"
+    return None
 
 
 class LocalReport:

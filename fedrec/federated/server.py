@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -29,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fedrec.federated.aggregate import aggregate, check_update, check_weight, state_nbytes
 from fedrec.federated.arrays import to_numpy
-from fedrec.federated.replies import is_withheld
+from fedrec.federated.replies import check_evaluation, is_withheld
 from fedrec.federated.robust import bound_update, capped_shares, update_norm
 from fedrec.federated.shards import by_platform, client_names, shards_per_platform
 from fedrec.federated.supported import check_supported
@@ -387,6 +388,21 @@ class Coordinator:
                 )
         return [float(s) for s in shares]
 
+    def screen_evaluations(self, when: str, evaluations: Sequence[ClientEvaluation]) -> list[ClientEvaluation]:
+        """The usable evaluation replies; each unusable one is logged with its reason and ignored.
+
+        Unusable: a missing or non-numeric metric, NaN or infinite values, no users, a rank
+        metric outside [0, 1] (:func:`fedrec.federated.replies.check_evaluation`).
+        """
+        kept = []
+        for e in evaluations:
+            reason = check_evaluation(e.metrics)
+            if reason is None:
+                kept.append(e)
+            else:
+                self.log(logging.WARNING, f"{when}: ignored the evaluation of {e.name} (node {e.node}): {reason}")
+        return kept
+
     def validation(
         self, server_round: int, evaluations: Sequence[ClientEvaluation]
     ) -> tuple[dict[str, Any], dict[str, Any], float | None]:
@@ -401,6 +417,7 @@ class Coordinator:
             ``({client: metrics}, {platform: metrics}, loss)``; the loss is None (and a
             warning logged) when a client did not report.
         """
+        evaluations = self.screen_evaluations(f"round {server_round}", evaluations)
         client_valid: dict[str, Any] = {e.name: e.metrics for e in sorted(evaluations, key=lambda e: e.name)}
         withheld = sorted(name for name, m in client_valid.items() if is_withheld(m))
         if withheld:  # DP clients send no data-dependent validation (fedrec.federated.replies)
@@ -473,7 +490,7 @@ class Coordinator:
             # no validation under DP: the joint model is the latest round's adapter
             self.best_round = server_round
             self.best_state = {k: np.array(v, copy=True) for k, v in self.global_state.items()}
-        elif xloss is not None and (self.best_loss is None or xloss < self.best_loss):
+        elif xloss is not None and math.isfinite(xloss) and (self.best_loss is None or xloss < self.best_loss):
             self.best_round, self.best_loss = server_round, xloss
             self.best_state = {k: np.array(v, copy=True) for k, v in self.global_state.items()}
         self.pending = {}
@@ -585,6 +602,7 @@ class Coordinator:
         """
         save_torch(self.out_dir / "global_adapter.pt", {k: torch.from_numpy(v) for k, v in self.global_state.items()})
         save_torch(self.out_dir / "best_adapter.pt", {k: torch.from_numpy(v) for k, v in self.best_state.items()})
+        test = self.screen_evaluations("test", test)
         client_test = {e.name: e.metrics for e in sorted(test, key=lambda e: e.name)}
         platforms = {p: {"test": m} for p, m in client_test.items()}
         extra: dict[str, Any] = {}

@@ -38,9 +38,9 @@ def _coordinator(tmp_path: Path, *overrides: str) -> tuple[Coordinator, list[tup
     return Coordinator(cfg, tmp_path, initial, backbone, log=lambda lvl, m: logs.append((lvl, m))), logs
 
 
-def _reply(node: int, platform: str, state: dict[str, np.ndarray] | None, n: object = 100) -> Message:
-    """A reply from ``node`` as the grid hands it to the strategy."""
-    meta = Metadata(
+def _meta(node: int, message_type: str) -> Metadata:
+    """The metadata of a reply from ``node`` to the server."""
+    return Metadata(
         run_id=1,
         message_id="",
         src_node_id=node,
@@ -49,8 +49,13 @@ def _reply(node: int, platform: str, state: dict[str, np.ndarray] | None, n: obj
         group_id="",
         created_at=0.0,
         ttl=60.0,
-        message_type="train",
+        message_type=message_type,
     )
+
+
+def _reply(node: int, platform: str, state: dict[str, np.ndarray] | None, n: object = 100) -> Message:
+    """A reply from ``node`` as the grid hands it to the strategy."""
+    meta = _meta(node, "train")
     if state is None:
         return Message(error=Error(code=0, reason="ValueError: boom"), metadata=meta)
     content = RecordDict(
@@ -229,3 +234,66 @@ def test_resume_refuses_a_checkpoint_with_other_weighting(tmp_path: Path) -> Non
 def test_unknown_weighting_is_refused() -> None:
     with pytest.raises(ValueError, match="federation.weighting"):
         _cfg("federation.weighting=equal")
+
+
+def _eval_reply(node: int, platform: str, metrics: dict[str, float]) -> Message:
+    """An evaluation reply from ``node`` as the grid hands it to the strategy."""
+    meta = _meta(node, "evaluate")
+    content = RecordDict({"metrics": MetricRecord(metrics), "info": ConfigRecord({"platform": platform})})
+    return Message(content=content, metadata=meta)
+
+
+def test_unusable_evaluations_are_ignored_with_a_reason_and_never_make_the_best_round(tmp_path: Path) -> None:
+    co, logs = _coordinator(tmp_path)
+    strategy = FedrecStrategy(co)
+    good = {"loss": 3.0, "HR@10": 0.1, "NDCG@10": 0.05, "MRR": 0.04, "users": 10}
+    # round 1: video's loss is NaN, ecommerce scored nobody, social sent no loss: the strategy does not crash
+    replies = [
+        _eval_reply(1, "video", {**good, "loss": float("nan")}),
+        _eval_reply(2, "ecommerce", {**good, "users": 0}),
+        _eval_reply(3, "social", {k: v for k, v in good.items() if k != "loss"}),
+    ]
+    assert strategy.aggregate_evaluate(1, replies) is None and strategy.evaluations == []
+    warnings = [m for lvl, m in logs if lvl == logging.WARNING]
+    assert warnings == [
+        "round 1: ignored the evaluation of video (node 1): metric 'loss' is nan",
+        "round 1: ignored the evaluation of ecommerce (node 2): it scored 0 users",
+        "round 1: ignored the evaluation of social (node 3): metric 'loss' is missing",
+    ]
+    co.aggregate_train(1, [ClientUpdate("1", "video", _perturbed(co.global_state, 1), 10)])
+    bad = [ClientEvaluation("1", "video", {**good, "loss": float("nan")}), *_evals({"ecommerce": 5.0, "social": 7.0})]
+    entry = co.end_round(1, bad, bytes_down=10, seconds=1.0)
+    assert entry["cross_platform_loss"] is None and co.best_round is None and co.best_loss is None
+    assert "round 1: ignored the evaluation of video (node 1): metric 'loss' is nan" in [m for _, m in logs[3:]]
+    # round 2: every reply usable, a finite cross-platform loss: the best round
+    co.aggregate_train(2, [ClientUpdate("1", "video", _perturbed(co.global_state, 2), 10)])
+    entry = co.end_round(2, _evals({"video": 3.0, "ecommerce": 5.0, "social": 7.0}), bytes_down=10, seconds=1.0)
+    assert entry["cross_platform_loss"] == pytest.approx(5.0) and co.best_round == 2 and co.best_loss == 5.0
+    # the final test: an unusable reply is left out of the results, with its reason
+    doc = co.finish("simulate", [*_evals({"video": 3.0}), ClientEvaluation("2", "social", {**good, "MRR": -1.0})])
+    assert set(doc["platforms"]) == {"video"}
+    assert logs[-1][1] == "test: ignored the evaluation of social (node 2): metric 'MRR' is -1.0, outside [0, 1]"
+
+
+def test_finite_poison_in_replies_is_rejected_and_capped(tmp_path: Path) -> None:
+    """Through the strategy's decoding: a reply scaled by 1e30 is rejected, one claiming 1e12 examples capped."""
+    co, logs = _coordinator(tmp_path, "federation.update_norm_bound=1.0", "federation.max_weight_share=0.5")
+    strategy = FedrecStrategy(co)
+    rng = np.random.default_rng(7)
+    step = {k: (0.01 * rng.normal(size=v.shape)).astype(v.dtype) for k, v in co.global_state.items()}
+    ecommerce = {k: v + step[k] for k, v in co.global_state.items()}
+    social = {k: v - step[k] for k, v in co.global_state.items()}
+    video = {k: (1e30 * (v + step[k])).astype(v.dtype) for k, v in co.global_state.items()}
+    arrays, _ = strategy.aggregate_train(
+        1, [_reply(1, "video", video, 100), _reply(2, "ecommerce", ecommerce, 10**12), _reply(3, "social", social, 100)]
+    )
+    assert arrays is not None
+    (rejected,) = co.pending["rejected"]
+    assert rejected["node"] == "1" and "exceeds federation.update_norm_bound=1" in rejected["reason"]
+    # ecommerce's share is capped at 0.5: the two opposite steps cancel, the global adapter is unchanged
+    expected = fedavg([ecommerce, social], [1, 1])
+    for k, v in arrays.items():
+        np.testing.assert_allclose(v.numpy(), expected[k], atol=1e-6)
+        np.testing.assert_allclose(v.numpy(), co.initial_state[k], atol=1e-6)
+    capped = "ecommerce (node 2): aggregation weight share 1 capped to 0.5 (federation.max_weight_share=0.5, "
+    assert any(capped + "1000000000000 examples reported)" in m for _, m in logs)

@@ -133,15 +133,20 @@ def test_coordinator_keys_clients_by_name_and_combines_platforms(tmp_path: Path)
     ]
     updates.append(ClientUpdate("n", "video", None, 0, problem="broken", client="video/1"))
     co.aggregate_train(1, updates)
+    ranks = {"HR@10": 0.2, "NDCG@10": 0.1, "MRR": 0.05}  # every metric an evaluation reply must carry
     evals = [
-        ClientEvaluation("n", c.split("/")[0], {"loss": float(i + 1), "NDCG@10": 0.1, "users": 10 * (i + 1)}, c)
+        ClientEvaluation("n", c.split("/")[0], {"loss": float(i + 1), **ranks, "users": 10 * (i + 1)}, c)
         for i, c in enumerate(co.clients)
     ]
     entry = co.end_round(1, evals, bytes_down=100, seconds=1.0)
     assert set(entry["clients"]) == set(co.clients) and entry["clients"]["video/1"]["valid"]["loss"] == 2.0
     assert entry["rejected"] == [{"platform": "video", "client": "video/1", "node": "n", "reason": "broken"}]
     video, social = entry["platforms"]["video"], entry["platforms"]["social"]
-    assert video["valid"] == {"loss": pytest.approx((1 * 10 + 2 * 20) / 30), "NDCG@10": pytest.approx(0.1), "users": 30}
+    assert video["valid"] == {
+        "loss": pytest.approx((1 * 10 + 2 * 20) / 30),
+        **{k: pytest.approx(v) for k, v in ranks.items()},
+        "users": 30,
+    }
     assert social["train"]["num_examples"] == 70 and social["train"]["train_loss"] == pytest.approx(
         (2 * 30 + 3 * 40) / 70
     )
