@@ -33,8 +33,10 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 from omegaconf import DictConfig, OmegaConf
 
+from fedrec.federated.messages import ClientEvaluation, ClientUpdate
 from fedrec.federated.replies import is_withheld
-from fedrec.federated.server import ClientEvaluation, ClientUpdate, Coordinator, initial_adapter, run_rounds
+from fedrec.federated.rounds import initial_adapter, run_rounds
+from fedrec.federated.server import Coordinator
 from fedrec.metrics import METRICS
 
 app = ServerApp()

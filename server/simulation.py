@@ -21,7 +21,7 @@ from typing import Any
 from flwr.clientapp import ClientApp
 from omegaconf import DictConfig, OmegaConf
 
-from fedrec.federated.server import prepare_run_config
+from fedrec.federated.rounds import prepare_run_config
 from fedrec.federated.shards import client_names
 from fedrec.io import atomic_write
 from server.app import make_server_app

@@ -231,7 +231,7 @@ def print_simulation(doc: dict[str, Any]) -> None:
     from rich.table import Table
 
     from fedrec.federated.compare import transfer_rows
-    from fedrec.federated.server import summary_rows
+    from fedrec.federated.rounds import summary_rows
     from fedrec.results import print_table
 
     fed = doc["federation"]

@@ -16,15 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from fedrec.federated.aggregate import state_nbytes
 from fedrec.federated.client import PlatformClient, PlatformParts
+from fedrec.federated.messages import ClientEvaluation, ClientUpdate
 from fedrec.federated.replies import merge_local_reports, train_metrics
-from fedrec.federated.server import (
-    ClientEvaluation,
-    ClientUpdate,
-    Coordinator,
-    initial_adapter,
-    prepare_run_config,
-    run_rounds,
-)
+from fedrec.federated.rounds import initial_adapter, prepare_run_config, run_rounds
+from fedrec.federated.server import Coordinator
 from fedrec.federated.shards import client_names, partition_client
 
 

@@ -20,9 +20,8 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,115 +29,22 @@ from omegaconf import DictConfig, OmegaConf
 
 from fedrec.federated.aggregate import aggregate, check_update, check_weight, state_nbytes
 from fedrec.federated.arrays import to_numpy
+from fedrec.federated.checkpoint import CHECKPOINT, describe, load_checkpoint, save_checkpoint
+from fedrec.federated.messages import ClientEvaluation, ClientUpdate
 from fedrec.federated.replies import check_evaluation, is_withheld
 from fedrec.federated.robust import bound_update, capped_shares, update_norm
 from fedrec.federated.shards import by_platform, client_names, shards_per_platform
+from fedrec.federated.summary import privacy_summary, round_line
 from fedrec.federated.supported import check_supported
 from fedrec.io import save_torch, write_json
-from fedrec.results import METRIC_KEYS, cross_platform_loss, results_document
+from fedrec.results import cross_platform_loss, results_document
 
 LogFn = Callable[[int, str], None]
-CHECKPOINT = "checkpoint.pt"
 MIB = 1024**2
 
 
 def _std_log(level: int, msg: str) -> None:
     logging.getLogger("fedrec.federated").log(level, msg)
-
-
-@dataclass
-class ClientUpdate:
-    """One client's training reply as the server received it.
-
-    Attributes
-    ----------
-    node : str
-        Node identifier (for logs).
-    platform : str
-        The platform the client serves.
-    state : dict or None
-        The adapter arrays (None if they could not be decoded).
-    num_examples : object
-        Reported training examples (the aggregation weight; validated).
-    metrics : dict
-        Other reported metrics (train loss, ...).
-    nbytes : int
-        Bytes of the received arrays.
-    problem : str, optional
-        Set when the transport already found the reply unusable.
-    refused : str, optional
-        The client declined to train (its privacy budget), with this reason.
-    client : str, default ""
-        The client's name (``video/3`` for a user shard); "" = the platform's name.
-    """
-
-    node: str
-    platform: str
-    state: dict[str, np.ndarray] | None
-    num_examples: object
-    metrics: dict[str, float] = field(default_factory=dict)
-    nbytes: int = 0
-    problem: str | None = None
-    refused: str | None = None
-    client: str = ""
-
-    @property
-    def name(self) -> str:
-        """The client's name (its platform unless it serves a user shard)."""
-        return self.client or self.platform
-
-
-@dataclass
-class ClientEvaluation:
-    """One client's evaluation reply: its platform, metrics (loss, HR@10, ...) and name (``""`` = the platform)."""
-
-    node: str
-    platform: str
-    metrics: dict[str, float]
-    client: str = ""
-
-    @property
-    def name(self) -> str:
-        """The client's name (its platform unless it serves a user shard)."""
-        return self.client or self.platform
-
-
-def describe(cfg: DictConfig) -> dict[str, Any]:
-    """The settings a checkpoint must share with the run that resumes it."""
-    c = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(c, dict)
-    out = {
-        "seed": c["seed"],
-        "platforms": sorted(c["platforms"]),
-        "model": c["model"],
-        "aggregation": c["federation"]["aggregation"],
-        "local_epochs": c["federation"]["local_epochs"],
-        "local_steps": c["federation"]["local_steps"],
-    }
-    if c["federation"].get("weighting", "examples") != "examples":  # absent by default: older checkpoints match
-        out["weighting"] = c["federation"]["weighting"]
-    if shards_per_platform(cfg) > 1:  # absent when 1: checkpoints written before sharding existed still match
-        out["shards_per_platform"] = shards_per_platform(cfg)
-    return out
-
-
-def initial_adapter(cfg: DictConfig) -> tuple[dict[str, np.ndarray], int]:
-    """The shared initial state (seeded) and the frozen backbone's size in bytes.
-
-    Builds the encoder the clients build (``cfg.model``, ``cfg.seed``), with LoRA A
-    frozen for ``ffa`` so that the adapter holds exactly what crosses the wire; with the
-    sequence model, the state is its shared part (:func:`fedrec.seqrec.build.initial_state`).
-    """
-    from fedrec.build import build_encoder
-    from fedrec.seqrec.build import initial_state, is_seqrec
-
-    encoder, _ = build_encoder(cfg.model, cfg.seed)
-    if cfg.federation.aggregation == "ffa":
-        encoder.freeze_lora_a()
-    backbone = sum(p.numel() * p.element_size() for n, p in encoder.named_parameters() if "lora_" not in n)
-    if is_seqrec(cfg):
-        return initial_state(cfg, encoder), int(backbone)
-    return to_numpy(encoder.adapter_state()), int(backbone)
 
 
 class Coordinator:
@@ -222,13 +128,16 @@ class Coordinator:
         ValueError
             If the checkpoint was written with different model, platforms, seed or
             aggregation settings, or does not fit the adapter.
+        fedrec.io.CorruptStateError
+            If neither the checkpoint nor its last good copy is readable (a corrupt newest
+            copy alone is logged and the last good one used).
         """
         if not self.fed.resume:
             return 0
-        if not self.checkpoint_path.is_file():
+        ck = load_checkpoint(self.checkpoint_path, lambda msg: self.log(logging.WARNING, msg))
+        if ck is None:
             self.log(logging.WARNING, f"resume: no checkpoint at {self.checkpoint_path}; starting at round 1")
             return 0
-        ck = torch.load(self.checkpoint_path, weights_only=True)
         saved, now = json.loads(ck["describe"]), describe(self.cfg)
         diff = sorted(k for k in set(now) | set(saved) if saved.get(k) != now.get(k))
         if diff:
@@ -253,8 +162,8 @@ class Coordinator:
         return self.round
 
     def save_checkpoint(self) -> Path:
-        """Atomically write the checkpoint (global and best adapter, round, history)."""
-        return save_torch(
+        """Durably write the checkpoint (global and best adapter, round, history; the last good copy kept)."""
+        return save_checkpoint(
             self.checkpoint_path,
             {
                 "round": self.round,
@@ -497,7 +406,7 @@ class Coordinator:
         if server_round % int(self.fed.checkpoint_every) == 0 or server_round >= int(self.fed.rounds):
             self.save_checkpoint()
             write_json(self.out_dir / "history.json", self.history)
-        self.log(logging.INFO, self.round_line(entry))
+        self.log(logging.INFO, round_line(entry, int(self.fed.rounds), self.best_round))
         return entry
 
     def record_initial(self, evaluations: Sequence[ClientEvaluation], seconds: float) -> dict[str, Any]:
@@ -523,66 +432,6 @@ class Coordinator:
         shown = "n/a" if xloss is None else f"{xloss:.4f}"
         self.log(logging.INFO, f"round 0 (initial adapter, before training): xloss {shown} | {seconds:.1f}s")
         return self.initial
-
-    def round_line(self, entry: dict[str, Any]) -> str:
-        """One progress line for a round."""
-        x = entry["cross_platform_loss"]
-        parts = [f"round {entry['round']}/{self.fed.rounds}", f"xloss {x:.4f}" if x is not None else "xloss n/a"]
-        for p, v in entry["platforms"].items():
-            if v["valid"] and "NDCG@10" in v["valid"]:
-                parts.append(f"{p} NDCG@10 {v['valid']['NDCG@10']:.4f}")
-        eps = self.epsilons(entry)
-        if eps:
-            parts.append("eps " + " ".join(f"{p} {e:.3g}" for p, e in eps.items()))
-        parts.append(f"{entry['bytes']['down_per_client'] / 1024:.1f}+{entry['bytes']['up_per_client'] / 1024:.1f} KiB")
-        if entry["rejected"]:
-            parts.append(f"{len(entry['rejected'])} rejected")
-        if entry.get("refused"):
-            parts.append(f"{len(entry['refused'])} refused")
-        parts.append(f"{entry['seconds']:.1f}s")
-        best = f" (best {self.best_round})" if self.best_round else ""
-        return " | ".join(parts) + best
-
-    @staticmethod
-    def epsilons(entry: dict[str, Any]) -> dict[str, float]:
-        """Each platform's cumulative epsilon after a round (from its reply, trained or refused)."""
-        out = {
-            p: float(v["train"]["epsilon"])
-            for p, v in entry["platforms"].items()
-            if v["train"] and "epsilon" in v["train"]
-        }
-        out.update({r["platform"]: float(r["epsilon"]) for r in entry.get("refused", []) if "epsilon" in r})
-        return dict(sorted(out.items()))
-
-    def privacy_summary(self) -> dict[str, Any] | None:
-        """The ``privacy`` block of ``results.json`` (None without DP)."""
-        p = self.cfg.get("privacy")
-        if p is None or not p.enabled:
-            return None
-        last: dict[str, dict[str, float]] = {}
-        for entry in self.history:
-            for name, v in entry["platforms"].items():
-                if v["train"] and "epsilon" in v["train"]:
-                    last[name] = v["train"]
-            for r in entry.get("refused", []):
-                last.setdefault(r["platform"], {}).update({"epsilon": r["epsilon"]})
-        return {
-            "unit": "user",
-            "accountant": str(p.accountant),
-            "delta": float(p.delta),
-            "target_epsilon": None if p.target_epsilon is None else float(p.target_epsilon),
-            "budget": None if p.budget is None else float(p.budget),
-            "epsilon": {name: v.get("epsilon") for name, v in sorted(last.items())},
-            "noise_multiplier": {name: v.get("noise_multiplier") for name, v in sorted(last.items())},
-            "sample_rate": {name: v.get("sample_rate") for name, v in sorted(last.items())},
-            "max_grad_norm": float(p.max_grad_norm),
-            "per_round": [{"round": e["round"], "epsilon": self.epsilons(e)} for e in self.history],
-            "guarantee": (
-                "Each platform's adapter updates, over all rounds of this run, are (epsilon, delta)-DP with respect "
-                "to adding or removing one of that platform's users (the user's whole history); its item-ID "
-                "embeddings never leave it. Not covered: client-level DP, secure aggregation."
-            ),
-        }
 
     # -- the end ----------------------------------------------------------------------
     def finish(self, command: str, test: Sequence[ClientEvaluation]) -> dict[str, Any]:
@@ -631,94 +480,8 @@ class Coordinator:
                 "history": self.history,
                 "initial": self.initial,
             },
-            privacy=self.privacy_summary(),
+            privacy=privacy_summary(self.cfg, self.history),
             **extra,
         )
         write_json(self.out_dir / str(self.cfg.output), doc)
         return doc
-
-
-def summary_rows(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, float]]]:
-    """``(platform, model, test metrics)`` rows of a federated results document."""
-    label = f"fed-{doc['federation']['aggregation']}@r{doc['federation']['best_round']}"
-    return [(p, label, v["test"]) for p, v in doc["platforms"].items() if all(k in v["test"] for k in METRIC_KEYS)]
-
-
-def prepare_run_config(cfg: DictConfig, out_dir: str | Path) -> DictConfig:
-    """The resolved config a simulation hands to its apps: absolute paths, run-local folders.
-
-    ``data.root`` and ``data.cache_dir`` become absolute (the simulation's workers may
-    run elsewhere); an empty ``federation.checkpoint_dir`` / ``client_state_dir`` becomes
-    ``<out_dir>/checkpoint`` / ``<out_dir>/client_state``.
-    """
-    check_supported(cfg)
-    out_dir = Path(out_dir).resolve()
-    c = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    c.data.root = str(Path(c.data.root).expanduser().resolve())
-    c.data.cache_dir = str(Path(c.data.cache_dir).expanduser().resolve())
-    fed = c.federation
-    fed.checkpoint_dir = (
-        str(Path(fed.checkpoint_dir).expanduser().resolve()) if fed.checkpoint_dir else str(out_dir / "checkpoint")
-    )
-    fed.client_state_dir = (
-        str(Path(fed.client_state_dir).expanduser().resolve())
-        if fed.client_state_dir
-        else str(out_dir / "client_state")
-    )
-    return c  # type: ignore[return-value]  # a DictConfig built from one
-
-
-class Transport(Protocol):
-    """How a :class:`Coordinator` reaches its clients (Flower's grid, or in-process)."""
-
-    def train_round(self, server_round: int, co: Coordinator) -> int:
-        """Send the global adapter out for training and have ``co`` aggregate the replies.
-
-        Returns the adapter bytes one client received.
-        """
-
-    def evaluate_round(
-        self, server_round: int, co: Coordinator, state: dict[str, np.ndarray], split: str
-    ) -> tuple[list[ClientEvaluation], int]:
-        """Have every client score ``state`` on ``split``; returns the results and the bytes one client received."""
-
-
-def run_rounds(co: Coordinator, transport: Transport, command: str) -> dict[str, Any]:
-    """The federated loop: resume, train/aggregate/evaluate each round, test the best adapter.
-
-    With ``federation.evaluate_initial`` the initial adapter is first scored on every
-    client's validation split (round 0, :meth:`Coordinator.record_initial`), once per run:
-    a resumed run keeps the checkpoint's.
-
-    Parameters
-    ----------
-    co : Coordinator
-        The server's memory (resumes from its checkpoint when ``federation.resume``).
-    transport : Transport
-        Reaches the clients.
-    command : str
-        Recorded in the results document.
-
-    Returns
-    -------
-    dict
-        The results document (also written to the run directory).
-    """
-    done = co.resume()
-    if co.fed.get("evaluate_initial", False) and co.initial is None:
-        start = time.perf_counter()
-        evaluations, _ = transport.evaluate_round(0, co, co.initial_state, "valid")
-        co.record_initial(evaluations, time.perf_counter() - start)
-    for rnd in range(done + 1, int(co.fed.rounds) + 1):
-        start = time.perf_counter()
-        down = transport.train_round(rnd, co)
-        evaluations, down_eval = transport.evaluate_round(rnd, co, co.global_state, "valid")
-        co.end_round(rnd, evaluations, down + down_eval, time.perf_counter() - start)
-    best = co.best_round or co.round
-    tests, _ = transport.evaluate_round(best, co, co.best_state, "test")
-    doc = co.finish(command, tests)
-    co.log(
-        logging.INFO,
-        f"best round {best} (cross-platform loss {co.best_loss}); results: {co.out_dir / str(co.cfg.output)}",
-    )
-    return doc

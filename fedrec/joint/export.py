@@ -21,6 +21,7 @@ outputs of ``model/``.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import uuid
 from collections.abc import Mapping
@@ -30,8 +31,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from fedrec.federated.checkpoint import CHECKPOINT, load_checkpoint
+
 if TYPE_CHECKING:
     from fedrec.model.encoder import LoraEncoder
+
+log = logging.getLogger("fedrec.joint")
 
 MANIFEST = "fedrec.json"
 #: the peft adapter folder inside the export
@@ -217,7 +222,10 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, adapter: str 
     rnd = int(fed.get("best_round") or fed.get("rounds") or 0) if adapter == "best" else int(fed.get("rounds") or 0)
     state = torch.load(run_dir / f"{adapter}_adapter.pt", weights_only=True)
     ckpt_dir = Path(str(cfg.federation.checkpoint_dir or run_dir / "checkpoint"))
-    run_key = str(torch.load(ckpt_dir / "checkpoint.pt", weights_only=True)["run_key"])
+    ck = load_checkpoint(ckpt_dir / CHECKPOINT, lambda msg: log.warning("%s", msg))
+    if ck is None:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint at {ckpt_dir / CHECKPOINT} (it names the clients' state)")
+    run_key = str(ck["run_key"])
     state_root = Path(str(cfg.federation.client_state_dir or run_dir / "client_state")) / run_key
     local = {}
     for name in cfg.platforms:

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from clients.app import evaluate, train
 from fedrec.config import compose_config
 from fedrec.federated.replies import PUBLIC_TRAIN_KEYS, WITHHELD, LocalReport
-from fedrec.federated.server import initial_adapter
+from fedrec.federated.rounds import initial_adapter
 from fedrec.privacy import epsilon_of
 from server.app import to_record
 

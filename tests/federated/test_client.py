@@ -9,7 +9,7 @@ import pytest
 from fedrec.config import compose_config
 from fedrec.federated.client import PlatformClient
 from fedrec.federated.replies import WITHHELD, LocalReport
-from fedrec.federated.server import initial_adapter
+from fedrec.federated.rounds import initial_adapter
 from fedrec.privacy import epsilon_of
 
 pytestmark = pytest.mark.slow

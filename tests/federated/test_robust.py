@@ -10,8 +10,10 @@ import pytest
 
 from fedrec.config import compose_config
 from fedrec.federated.aggregate import fedavg
+from fedrec.federated.messages import ClientUpdate
 from fedrec.federated.robust import bound_update, capped_shares, update_norm
-from fedrec.federated.server import ClientUpdate, Coordinator, initial_adapter
+from fedrec.federated.rounds import initial_adapter
+from fedrec.federated.server import Coordinator
 from tests.conftest import REPO_ROOT
 
 A = "layer.0.query.lora_A.default.weight"

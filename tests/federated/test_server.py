@@ -13,14 +13,9 @@ from omegaconf import DictConfig
 
 from fedrec.config import compose_config
 from fedrec.federated.aggregate import fedavg
-from fedrec.federated.server import (
-    ClientEvaluation,
-    ClientUpdate,
-    Coordinator,
-    initial_adapter,
-    prepare_run_config,
-    run_rounds,
-)
+from fedrec.federated.messages import ClientEvaluation, ClientUpdate
+from fedrec.federated.rounds import initial_adapter, prepare_run_config, run_rounds
+from fedrec.federated.server import Coordinator
 from server.app import FedrecStrategy
 from tests.conftest import REPO_ROOT
 

@@ -14,7 +14,9 @@ from fedrec.data.shard import shard_users
 from fedrec.federated import client as client_mod
 from fedrec.federated.client import PlatformParts, cached_client, client_config
 from fedrec.federated.local import run_local
-from fedrec.federated.server import ClientEvaluation, ClientUpdate, Coordinator, initial_adapter
+from fedrec.federated.messages import ClientEvaluation, ClientUpdate
+from fedrec.federated.rounds import initial_adapter
+from fedrec.federated.server import Coordinator
 from fedrec.federated.shards import by_platform, client_names, combine_eval, combine_train, partition_client
 from fedrec.federated.supported import check_supported
 from tests.conftest import REPO_ROOT

@@ -14,6 +14,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from fedrec.federated.checkpoint import load_checkpoint
 from fedrec.federated.local import run_local
 from tests.conftest import REPO_ROOT
 
@@ -48,9 +49,10 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _checkpoint_round(path: Path) -> int:
     try:
-        return int(torch.load(path, weights_only=True)["round"])
-    except (FileNotFoundError, RuntimeError, EOFError):
+        ck = load_checkpoint(path)
+    except (OSError, ValueError, RuntimeError, EOFError):  # mid-write: the reader retries
         return 0
+    return 0 if ck is None else int(ck["round"])
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from transformers import AutoModel
 
 from fedrec.build import build_encoder, build_task, load_datasets
 from fedrec.config import compose_config
+from fedrec.federated.checkpoint import load_checkpoint
 from fedrec.federated.client import LocalStateStore
 from fedrec.federated.local import run_local
 from fedrec.joint import Recommender, export_run
@@ -112,7 +113,7 @@ def test_joint_model_scores_equal_fedrec_evaluation(run: tuple[Path, Path], data
     encoder.load_adapter_state(adapter)
     task = build_task(cfg, data, encoder, tok)
     rnd = json.loads((folder / "fedrec.json").read_text())["source"]["round"]
-    run_key = torch.load(run_dir / "checkpoint" / "checkpoint.pt", weights_only=True)["run_key"]
+    run_key = load_checkpoint(run_dir / "checkpoint" / "checkpoint.pt")["run_key"]
     found = LocalStateStore(run_dir / "client_state" / run_key / "video").load(rnd)
     assert found is not None
     task.load_local_state(found[1])

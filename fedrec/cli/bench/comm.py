@@ -83,7 +83,7 @@ def run_comm(
         The document written to ``<out_dir>/bench_comm.json``.
     """
     from fedrec.federated.aggregate import state_nbytes
-    from fedrec.federated.server import initial_adapter
+    from fedrec.federated.rounds import initial_adapter
 
     start = time.perf_counter()
     base = base_overrides(smoke, None, list(overrides or []))
