@@ -119,7 +119,13 @@ def test_missing_data_without_network_tries_download_then_fails_cleanly(tmp_path
 
 def test_missing_backbone_is_a_clear_error(data_root: Path, tmp_path: Path) -> None:
     proc = run(
-        ["train", "model=minilm_lora", "platform=video", f"model.backbone={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'x'}"],
+        [
+            "train",
+            "model=minilm_lora",
+            "platform=video",
+            f"model.backbone={tmp_path / 'nowhere'}",
+            f"hydra.run.dir={tmp_path / 'x'}",
+        ],
         data_root,
         tmp_path,
     )
