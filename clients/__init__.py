@@ -1,0 +1,1 @@
+"""The Flower ClientApp of fedrec (``clients/app.py``)."""

@@ -76,7 +76,7 @@ def reply_to_update(msg: Message) -> ClientUpdate:
     metrics = dict(next(iter(content.metric_records.values())))
     try:
         state = {k: v.numpy() for k, v in record.items()}
-    except Exception as exc:  # noqa: BLE001 - any undecodable payload is a rejection reason
+    except Exception as exc:
         return ClientUpdate(node, platform, None, 0, problem=f"arrays could not be decoded: {exc}", client=client)
     n = metrics.pop("num-examples", None)
     other = {k.replace("-", "_"): float(v) for k, v in metrics.items() if isinstance(v, int | float)}

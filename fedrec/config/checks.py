@@ -29,6 +29,26 @@ def validate(cfg: DictConfig) -> None:
         raise ValueError(f"model.lora_layers must be >= 0, got {cfg.model.lora_layers}")
     if cfg.train.batch_size <= 0:
         raise ValueError(f"train.batch_size must be > 0, got {cfg.train.batch_size}")
+    validate_federation(cfg)
+    known = ("mostpop", "itemknn", "frozen_text", "ease", "sasrec")
+    for key in ("baselines", "federation.compare_baselines"):
+        bad = [m for m in OmegaConf.select(cfg, key) or [] if m not in known]
+        if bad:
+            raise ValueError(f"config key {key} has unknown models {bad}; known: {list(known)}")
+    validate_baseline(cfg)
+    if not 0.0 <= cfg.mmr_lambda <= 1.0 or cfg.k < 1:
+        raise ValueError(f"mmr_lambda must be in [0, 1] and k >= 1, got mmr_lambda={cfg.mmr_lambda}, k={cfg.k}")
+    validate_privacy(cfg)
+
+
+def validate_federation(cfg: DictConfig) -> None:
+    """Check ``federation``: round counts, fractions, sizes and the robust-aggregation bounds.
+
+    Raises
+    ------
+    ValueError
+        Naming the key and the bad value.
+    """
     fed = cfg.federation
     if fed.rounds < 1:
         raise ValueError(f"federation.rounds must be >= 1, got {fed.rounds}")
@@ -49,15 +69,6 @@ def validate(cfg: DictConfig) -> None:
             "federation.update_norm_bound must be >= 0 (0 = off) and federation.max_weight_share in (0, 1] "
             f"(1 = off), got {fed.update_norm_bound} and {fed.max_weight_share}"
         )
-    known = ("mostpop", "itemknn", "frozen_text", "ease", "sasrec")
-    for key in ("baselines", "federation.compare_baselines"):
-        bad = [m for m in OmegaConf.select(cfg, key) or [] if m not in known]
-        if bad:
-            raise ValueError(f"config key {key} has unknown models {bad}; known: {list(known)}")
-    validate_baseline(cfg)
-    if not 0.0 <= cfg.mmr_lambda <= 1.0 or cfg.k < 1:
-        raise ValueError(f"mmr_lambda must be in [0, 1] and k >= 1, got mmr_lambda={cfg.mmr_lambda}, k={cfg.k}")
-    validate_privacy(cfg)
 
 
 def validate_seq(cfg: DictConfig) -> None:

@@ -28,7 +28,7 @@ def platform_folder(cfg: DictConfig, name: str) -> Path:
 def compose_config(
     overrides: Sequence[str] = (), command: str | None = None, config_dir: str | Path | None = None
 ) -> DictConfig:
-    """fedrec's configuration composed with Hydra ``overrides`` outside a Hydra app, validated.
+    """Fedrec's configuration composed with Hydra ``overrides`` outside a Hydra app, validated.
 
     Parameters
     ----------

@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import MISSING
 
 
-def _f(default: Any, help: str) -> Any:  # noqa: A002 - mirrors peft's field(metadata={"help": ...})
+def _f(default: Any, help: str) -> Any:
     if isinstance(default, list | dict):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help})
     return field(default=default, metadata={"help": help})

@@ -465,11 +465,11 @@ def verify_datasets(root: Path, platforms: list[str] | None = None) -> dict[str,
 
 
 __all__ = [
-    "ChecksumError",
-    "DownloadError",
     "REQUIRED",
     "SHA256",
     "SOURCES",
+    "ChecksumError",
+    "DownloadError",
     "Source",
     "download_datasets",
     "verify_datasets",

@@ -53,7 +53,7 @@ def read_rows(
     min_fields: int | None = None,
     quoting: Literal[0, 1, 2, 3] = csv.QUOTE_NONE,
 ) -> Iterator[tuple[int, list[Any]]]:
-    """Yield ``(line_number, converted_fields)`` for every data row of a file.
+    r"""Yield ``(line_number, converted_fields)`` for every data row of a file.
 
     Parameters
     ----------

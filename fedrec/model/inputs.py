@@ -120,7 +120,7 @@ class TextInputs:
             seg = list(self.friend_prefix)
             for i in top:
                 seg += self.hist_tokens[i][:4]
-            out[user] = seg[: self.friend_tokens - 1] + [self.sep]
+            out[user] = [*seg[: self.friend_tokens - 1], self.sep]
         return out
 
     def with_data(self, data: PlatformData) -> TextInputs:

@@ -28,7 +28,7 @@ def load_cached(path: Path, leading: tuple[int, ...]) -> torch.Tensor | None:
         return None
     try:
         cached = torch.load(path, weights_only=True)
-    except Exception:  # noqa: BLE001 - a corrupt cache file is recomputed
+    except Exception:
         return None
     if not isinstance(cached, torch.Tensor) or tuple(cached.shape[: len(leading)]) != leading:
         return None

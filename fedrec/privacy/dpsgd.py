@@ -296,7 +296,7 @@ def train_private(
         task.model.eval()
     return PrivateFitResult(
         steps=steps,
-        num_examples={task.name: int(round(steps * plan.expected_batch_size))},
+        num_examples={task.name: round(steps * plan.expected_batch_size)},
         loss={task.name: loss_sum / sampled if sampled else math.nan},
         seconds=time.perf_counter() - start,
         epsilon=ledger.epsilon(),

@@ -21,7 +21,7 @@ clipping in fp32, and the clipped sums handed to Opacus's noise and scaling.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from opacus import GradSampleModule
@@ -51,7 +51,7 @@ def linear_grad_sample_fp32(
 class FP32GradSampleModule(GradSampleModule):
     """Opacus ``GradSampleModule`` (hooks) whose ``nn.Linear`` per-sample gradients are fp32."""
 
-    GRAD_SAMPLERS = {**GradSampleModule.GRAD_SAMPLERS, nn.Linear: linear_grad_sample_fp32}
+    GRAD_SAMPLERS: ClassVar[dict] = {**GradSampleModule.GRAD_SAMPLERS, nn.Linear: linear_grad_sample_fp32}
 
 
 class EmbeddingGradCollector:

@@ -72,8 +72,10 @@ class DPPlan:
 
 
 def dp_steps(epochs: float, sample_rate: float, max_steps: int = -1) -> int:
-    """Steps of ``epochs`` user-level epochs: ``round(epochs / q)`` (each user sampled ``epochs`` times in
-    expectation), capped at ``max_steps`` when that is ``>= 0``, at least 1."""
+    """Steps of ``epochs`` user-level epochs: ``round(epochs / q)``, at least 1.
+
+    Each user is sampled ``epochs`` times in expectation; capped at ``max_steps`` when that is ``>= 0``.
+    """
     steps = max(1, round(epochs / sample_rate))
     return min(steps, max_steps) if max_steps >= 0 else steps
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from fedrec.data.types import PlatformData
+
 #: ``prior(users, split) -> [len(users), n_items]`` scores of the users' ``split`` histories
 PriorFn = Callable[[Sequence[int], str], torch.Tensor]
 
@@ -56,7 +58,7 @@ class Prior:
     info: dict = field(default_factory=dict)
 
 
-def fit_ease_prior(data, lambdas: Sequence[float], batch_size: int = 256) -> Prior:  # type: ignore[no-untyped-def]
+def fit_ease_prior(data: PlatformData, lambdas: Sequence[float], batch_size: int = 256) -> Prior:
     """EASE on the platform's training data, λ chosen on its valid split (:func:`fedrec.baselines.ease.fit_ease`)."""
     from fedrec.baselines.ease import fit_ease
 

@@ -83,7 +83,7 @@ def holdout_rows(histories: Sequence[np.ndarray], max_len: int, holdout: float, 
     inputs, targets = [], []
     for h, seed in zip(histories, seeds, strict=True):
         perm = np.random.default_rng(list(seed)).permutation(np.asarray(h, dtype=np.int64))
-        k = min(len(perm), max(1, int(round(holdout * len(perm)))))
+        k = min(len(perm), max(1, round(holdout * len(perm))))
         targets.append(perm[:k])
         inputs.append(perm[k:][:max_len])
     ids, mask = left_pad(inputs, max_len)

@@ -52,8 +52,11 @@ def fit_serving(plat: SeqPlatform, cfg: DictConfig, seed: int) -> dict[str, Any]
 
 
 def served_metrics(plat: SeqPlatform, split: str, users: Sequence[int] | None, batch_size: int) -> dict[str, Any]:
-    """The served model's metrics on ``split``, the shared part's (``shared-``) and, with a prior, the unblended
-    personal model's (``personal-``) and the weight (``prior-weight``)."""
+    """The served model's metrics on ``split``, with its parts' beside them.
+
+    The shared part's under ``shared-``; with a prior, the unblended personal model's under
+    ``personal-`` and the blend weight as ``prior-weight``.
+    """
     task = plat.task
     out: dict[str, Any]
     if task.prior is not None:

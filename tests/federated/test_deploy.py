@@ -78,7 +78,7 @@ class Deployment:
 
     def start(self, name: str, args: list[str], home: Path) -> subprocess.Popen[bytes]:
         home.mkdir(parents=True, exist_ok=True)
-        log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
+        log = open(self.tmp / f"{name}.log", "wb")
         self.logs.append(log)
         proc = subprocess.Popen(
             args, env={**self.env, "FLWR_HOME": str(home)}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

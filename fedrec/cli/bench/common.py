@@ -197,9 +197,11 @@ class PeakRSS:
 
 # -- configuration ----------------------------------------------------------------------------
 def compose(overrides: Sequence[str]) -> DictConfig:
-    """fedrec's configuration (``conf/``) with Hydra ``overrides``, validated, ``command=bench``
-    (:func:`fedrec.config.compose_config`); the benchmarks measure the two-tower model unless an
-    override picks another (``model=...``)."""
+    """Fedrec's configuration (``conf/``) with Hydra ``overrides``, validated, ``command=bench``.
+
+    :func:`fedrec.config.compose_config`; the benchmarks measure the two-tower model unless an
+    override picks another (``model=...``).
+    """
     from fedrec.config import compose_config
 
     picked = any(o.split("=", 1)[0].lstrip("+~") == "model" for o in overrides)

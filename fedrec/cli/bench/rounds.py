@@ -111,7 +111,6 @@ def run_round(
     dict
         The document written to ``<out_dir>/bench_round.json``.
     """
-
     start = time.perf_counter()
     rounds = rounds or (2 if smoke else 5)
     if rounds < 2:

@@ -243,7 +243,7 @@ def run_scale(
     t0, t1 = fit_line(xs, [r["round_s"] for r in ok])
     c0, c1 = fit_line(xs, [r["round_cpu_s"] for r in ok])
     m0, m1 = fit_line(xs, [r["server_peak_mib"] for r in ok])
-    a0, a1 = fit_line(xs, [r["actors_peak_mib"] for r in ok])
+    _a0, a1 = fit_line(xs, [r["actors_peak_mib"] for r in ok])
     stopped = next((r for r in rows if "stopped" in r), None)
     summary = {
         "largest_completed": max(xs) if xs else None,

@@ -61,7 +61,6 @@ def round_figures(entry: dict[str, Any]) -> dict[str, Any]:
 
 def run_one(overrides: list[str], result_path: str | Path, run_dir: str | Path) -> dict[str, Any]:
     """Run one simulation in this process (run directory ``run_dir``); write its figures to ``result_path``."""
-
     cfg = compose(overrides)
     from server.simulation import simulate
 
