@@ -60,7 +60,7 @@ def test_a_failed_run_is_recorded_the_rest_go_on_and_a_rerun_resumes(
     runs = json.loads((out / "experiments.json").read_text())["runs"]
     assert runs["centralized/seed1"]["status"] == "failed" and runs["centralized/seed1"]["returncode"] == 3
     assert runs["fed-svd/seed1"]["status"] == "ok" and runs["fed-svd/seed1"]["seconds"] >= 0
-    assert runs["local/seed0"]["command"].startswith("fedrec train train.progress=false model=tiny mode=local")
+    assert runs["local/seed0"]["command"].startswith("fedrec train train.progress=false model=minilm_lora model=tiny mode=local")
     assert runs["local/seed0"]["machine"]["cores"] >= 1
     assert "boom: centralized broke" in (out / "centralized" / "seed0" / "run.log").read_text()
     assert (out / "fed-svd" / "seed1" / "results.json").is_file()
