@@ -80,7 +80,7 @@ def test_dry_run_prints_the_commands(tmp_path: Path, capsys: pytest.CaptureFixtu
 
     assert main(["experiments", "--out", str(tmp_path), "--seeds", "0,1", "--dry-run", "model=tiny"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 1 + 2 * (len(GRID) - 1) and lines[0].startswith("[1/15] baselines/seed0: fedrec baselines")
+    assert len(lines) == 1 + 2 * (len(GRID) - 1) and lines[0].startswith("[1/17] baselines/seed0: fedrec baselines")
     assert not (tmp_path / "experiments.json").exists()
     assert main(["experiments", "--out", str(tmp_path), "--rows", "nope"]) == 2
 
