@@ -42,3 +42,16 @@ def perturb_adapters(module: torch.nn.Module, seed: int = 1, scale: float = 0.05
         for p in module.parameters():
             if p.requires_grad:
                 p.add_(scale * torch.randn(p.shape, generator=g))
+
+
+def platform_from_histories(name: str, num_items: int, histories: list[list[int]]) -> PlatformData:
+    """A platform whose users' whole histories are given: the newest item is test, the one before valid."""
+    return PlatformData(
+        name=name,
+        item_ids=[str(i) for i in range(num_items)],
+        item_texts=[f"item {i}" for i in range(num_items)],
+        user_ids=[f"u{u}" for u in range(len(histories))],
+        train=[np.asarray(h[:-2], dtype=np.int64) for h in histories],
+        valid=np.array([h[-2] for h in histories], dtype=np.int64),
+        test=np.array([h[-1] for h in histories], dtype=np.int64),
+    )

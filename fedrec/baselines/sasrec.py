@@ -103,6 +103,17 @@ def _train_rows(data: PlatformData, max_len: int) -> tuple[torch.Tensor, torch.T
     return rows.ids, rows.mask, rows.targets[..., 0]
 
 
+def _trim(ids: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Drop the leading columns that are padding in every row of a batch.
+
+    Exact: a real position attends only to real items, and the encoder gives a shorter
+    batch the right end of its position window, so every real position keeps its position.
+    """
+    real = torch.nonzero(mask.any(dim=0))
+    start = int(real[0]) if len(real) else mask.shape[1] - 1
+    return ids[:, start:], mask[:, start:], targets[:, start:]
+
+
 def fit_sasrec(
     data: PlatformData,
     settings: SASRecConfig | None = None,
@@ -154,7 +165,8 @@ def fit_sasrec(
             model.train()
             total, n = 0.0, 0
             for batch in torch.randperm(len(ids), generator=gen).split(int(s.batch_size)):
-                loss = model.loss(ids[batch], mask[batch], targets[batch])
+                b_ids, b_mask, b_targets = _trim(ids[batch], mask[batch], targets[batch])
+                loss = model.loss(b_ids, b_mask, b_targets)
                 if not torch.isfinite(loss):
                     raise ValueError(f"{data.name}: SASRec training loss is {loss.item()} at epoch {epoch}")
                 opt.zero_grad(set_to_none=True)

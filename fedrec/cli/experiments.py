@@ -1,7 +1,7 @@
 """``fedrec experiments``: the utility grid of PROTOCOL.md, one subprocess per run, resumable.
 
-The grid (:data:`GRID`): the baselines (MostPop, ItemKNN, frozen text: one
-``fedrec baselines`` run, deterministic), local-only training per platform, centralized
+The grid (:data:`GRID`): the baselines (MostPop, ItemKNN, frozen text, EASE: one
+``fedrec baselines`` run, deterministic; SASRec: one run per seed), local-only training per platform, centralized
 (pooled) training, the federation with each aggregation mode and the federation under
 user-level DP at epsilon 1 and 8. Every trained row runs once per seed. Each run is a
 ``fedrec`` process of its own writing ``<out>/<row>/seed<k>/results.json`` (and its log
@@ -70,6 +70,8 @@ class Row:
         Federated rows: the aggregation mode.
     epsilon : float, optional
         Federated DP rows: the target epsilon per platform.
+    models : tuple of str
+        Baseline rows: the baselines the run scores (its ``baselines=[...]`` override).
     """
 
     name: str
@@ -79,6 +81,12 @@ class Row:
     kind: str
     aggregation: str | None = None
     epsilon: float | None = None
+    models: tuple[str, ...] = ()
+
+
+def _baselines(name: str, models: tuple[str, ...], seeded: bool) -> Row:
+    """A ``fedrec baselines`` row scoring ``models``."""
+    return Row(name, "baselines", (f"baselines=[{','.join(models)}]",), seeded, "baselines", models=models)
 
 
 def _federated(mode: str) -> Row:
@@ -94,7 +102,8 @@ def _private(eps: float) -> Row:
 
 #: The rows of the utility table, in order.
 GRID: tuple[Row, ...] = (
-    Row("baselines", "baselines", (), False, "baselines"),
+    _baselines("baselines", ("mostpop", "itemknn", "frozen_text", "ease"), False),
+    _baselines("sasrec", ("sasrec",), True),
     Row("local", "train", ("mode=local",), True, "local"),
     Row("centralized", "train", ("mode=centralized",), True, "centralized"),
     _federated("fedavg"),

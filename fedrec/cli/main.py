@@ -23,7 +23,7 @@ USAGE = """usage: fedrec [-v] <command> [options]
 
 commands:
   train      [overrides]   train (mode=local: one model per platform; mode=centralized: pooled)
-  baselines  [overrides]   MostPop, ItemKNN and frozen-text baselines under the protocol
+  baselines  [overrides]   MostPop, ItemKNN, frozen text, EASE and SASRec under the protocol
   simulate   [overrides]   federated training (Flower simulation, one client per platform)
   export     [run_dir=...] the joint model of a simulate run (merged HF model + item indexes)
   audit      [audit.platform=video audit.target_epsilon=8]   canary membership inference: attack AUC and

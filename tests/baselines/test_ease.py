@@ -9,26 +9,13 @@ import torch
 from fedrec.baselines import EASE, fit_ease
 from fedrec.data import PlatformData
 from fedrec.evaluate import evaluate_ranking
+from tests.synthetic import platform_from_histories
 
 
 def _random_platform(users: int, items: int, seed: int, per_user: int = 4) -> PlatformData:
-    """Random histories; valid and test items outside each user's train items."""
+    """Random histories of ``per_user`` train items; valid and test items outside each user's train items."""
     rng = np.random.default_rng(seed)
-    train, valid, test = [], [], []
-    for _ in range(users):
-        picked = rng.permutation(items)[: per_user + 2]
-        train.append(picked[:per_user])
-        valid.append(picked[per_user])
-        test.append(picked[per_user + 1])
-    return PlatformData(
-        name="rand",
-        item_ids=[str(i) for i in range(items)],
-        item_texts=[f"item {i}" for i in range(items)],
-        user_ids=[f"u{u}" for u in range(users)],
-        train=train,
-        valid=np.array(valid),
-        test=np.array(test),
-    )
+    return platform_from_histories("rand", items, [list(rng.permutation(items)[: per_user + 2]) for _ in range(users)])
 
 
 def _brute_force_b(data: PlatformData, lam: float) -> np.ndarray:

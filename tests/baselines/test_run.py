@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
 import fedrec.model.backbone as backbone_module
 from fedrec.baselines import (
     FrozenText,
     ItemKNN,
     MostPop,
+    baseline_label,
     encode_items,
     item_vectors_cache_path,
     run_baselines,
 )
-from fedrec.config import SASRecConfig
+from fedrec.baselines.run import ease_grid, options_from_config
+from fedrec.config import SASRecConfig, register_configs, validate
 from fedrec.data import PlatformData
+from tests.conftest import REPO_ROOT
 
 #: PROTOCOL.md, "Baselines under this protocol (test split)": (HR@10, NDCG@10).
 PROTOCOL_TABLE = {
@@ -128,6 +133,9 @@ def test_run_baselines_tiny_shape_and_precomputed_vectors() -> None:
     assert got["tiny"]["ease"]["fit"]["lambda"] in (1.0, 5.0)
     assert set(got["tiny"]["ease"]["fit"]["valid_NDCG@10"]) == {"1", "5"}
     assert got["tiny"]["sasrec"]["fit"]["epochs"] == 2 and len(got["tiny"]["sasrec"]["fit"]["curve"]) == 2
+    assert baseline_label("ease", got["tiny"]["ease"]).startswith("ease (λ=")
+    assert baseline_label("sasrec", got["tiny"]["sasrec"]).startswith("sasrec (epoch ")
+    assert baseline_label("itemknn", got["tiny"]["itemknn"]) == "itemknn"
     for model, per_split in got["tiny"].items():
         assert set(per_split) == ({"valid", "test", "fit"} if model in ("ease", "sasrec") else {"valid", "test"})
         assert set(per_split["test"]) == {"HR@10", "NDCG@10", "MRR", "coverage@10", "users"}
@@ -184,3 +192,25 @@ def test_frozen_text_video_matches_protocol(
     monkeypatch.setattr(backbone_module, "load_backbone", no_loading)
     again = run_baselines(video, models=("frozen_text",), splits=("valid", "test"), cache_dir=tmp_path, progress=False)
     assert again == got
+
+
+def test_baseline_config_group_and_its_errors() -> None:
+    register_configs()
+    with initialize_config_dir(str(REPO_ROOT / "conf"), version_base=None):
+        cfg = compose("config", overrides=["seed=4", "baseline.sasrec.max_epochs=7"])
+        validate(cfg)
+        opts = options_from_config(cfg)
+        assert opts["seed"] == 4 and opts["sasrec"] == SASRecConfig(max_epochs=7)
+        assert ease_grid(opts["ease_lambdas"], "social") == [300.0, 1000.0]  # PROTOCOL.md
+        assert ease_grid(opts["ease_lambdas"], "video") == [10.0, 50.0, 200.0, 500.0, 1000.0, 3000.0]
+        assert ease_grid([1, 2], "video") == [1.0, 2.0]
+        for override, message in (
+            ("baseline.ease.lambdas=[0,10]", "baseline.ease.lambdas must be a non-empty list of positive"),
+            ("+baseline.ease.platform_lambdas.video=[]", "platform_lambdas.video must be a non-empty"),
+            ("baseline.sasrec.heads=3", "not divisible by baseline.sasrec.heads=3"),
+            ("baseline.sasrec.patience=0", "baseline.sasrec.patience must be >= 1"),
+            ("baseline.sasrec.dropout=1.0", "dropout must be in"),
+            ("baselines=[bpr]", "unknown models ['bpr']"),
+        ):
+            with pytest.raises(ValueError, match=re.escape(message)):
+                validate(compose("config", overrides=[override]))

@@ -60,7 +60,9 @@ def test_a_failed_run_is_recorded_the_rest_go_on_and_a_rerun_resumes(
     runs = json.loads((out / "experiments.json").read_text())["runs"]
     assert runs["centralized/seed1"]["status"] == "failed" and runs["centralized/seed1"]["returncode"] == 3
     assert runs["fed-svd/seed1"]["status"] == "ok" and runs["fed-svd/seed1"]["seconds"] >= 0
-    assert runs["local/seed0"]["command"].startswith("fedrec train train.progress=false model=minilm_lora model=tiny mode=local")
+    assert runs["local/seed0"]["command"].startswith(
+        "fedrec train train.progress=false model=minilm_lora model=tiny mode=local"
+    )
     assert runs["local/seed0"]["machine"]["cores"] >= 1
     assert "boom: centralized broke" in (out / "centralized" / "seed0" / "run.log").read_text()
     assert (out / "fed-svd" / "seed1" / "results.json").is_file()
@@ -81,7 +83,7 @@ def test_dry_run_prints_the_commands(tmp_path: Path, capsys: pytest.CaptureFixtu
 
     assert main(["experiments", "--out", str(tmp_path), "--seeds", "0,1", "--dry-run", "model=tiny"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 1 + 2 * (len(GRID) - 1) and lines[0].startswith("[1/15] baselines/seed0: fedrec baselines")
+    assert len(lines) == 1 + 2 * (len(GRID) - 1) and lines[0].startswith("[1/17] baselines/seed0: fedrec baselines")
     assert not (tmp_path / "experiments.json").exists()
     assert main(["experiments", "--out", str(tmp_path), "--rows", "nope"]) == 2
 

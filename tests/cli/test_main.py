@@ -67,13 +67,18 @@ def test_centralized_pools_platforms_and_weights_the_loss(data_root: Path, tmp_p
 
 def test_baselines_command(data_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "bl"
-    proc = run(
-        ["baselines", "platform=video", "baselines=[mostpop,itemknn]", f"hydra.run.dir={out}"], data_root, tmp_path
-    )
+    args = ["baselines", "platform=video", "baselines=[mostpop,itemknn,ease,sasrec]", f"hydra.run.dir={out}"]
+    args += ["baseline.ease.lambdas=[50,200]", "baseline.sasrec.max_epochs=1"]
+    proc = run(args, data_root, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads((out / "results.json").read_text())
     entry = doc["platforms"]["video"]["itemknn"]
     assert entry["model"] == "itemknn" and entry["test"]["NDCG@10"] == pytest.approx(0.0280, abs=1e-3)
+    ease = doc["platforms"]["video"]["ease"]
+    assert ease["fit"]["lambda"] == 200.0 and set(ease["fit"]["valid_NDCG@10"]) == {"50", "200"}
+    assert ease["test"]["NDCG@10"] == pytest.approx(0.0391, abs=1e-3)  # PROTOCOL.md
+    sasrec = doc["platforms"]["video"]["sasrec"]["fit"]
+    assert sasrec["epochs"] == 1 and sasrec["best_epoch"] == 1 and sasrec["stopped"] == "max_epochs"
 
 
 @pytest.mark.parametrize(

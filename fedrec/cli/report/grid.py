@@ -35,7 +35,13 @@ class Entry:
         return out
 
 
-BASELINE_LABELS = {"mostpop": "MostPop", "itemknn": "ItemKNN", "frozen_text": "frozen text"}
+BASELINE_LABELS = {
+    "mostpop": "MostPop",
+    "itemknn": "ItemKNN",
+    "frozen_text": "frozen text",
+    "ease": "EASE (λ on valid)",
+    "sasrec": "SASRec (ID only, best valid epoch)",
+}
 
 
 def entry_label(row: Row) -> str:
@@ -50,11 +56,11 @@ def entry_label(row: Row) -> str:
 
 
 def entries(grid: Sequence[Row] = GRID) -> list[Entry]:
-    """The utility table's lines, in the grid's order (the baselines run gives three)."""
+    """The utility table's lines, in the grid's order (a baselines run gives one per model it scores)."""
     out = []
     for row in grid:
         if row.kind == "baselines":
-            out += [Entry(m, label, row, m) for m, label in BASELINE_LABELS.items()]
+            out += [Entry(m, BASELINE_LABELS.get(m, m), row, m) for m in row.models]
         else:
             out.append(Entry(row.name, entry_label(row), row))
     return out
