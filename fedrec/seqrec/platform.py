@@ -74,8 +74,8 @@ class SeqPlatform:
         return any(name.startswith(f"shared.{p}.") for p in self.local_parts)
 
     def shared_state(self) -> dict[str, np.ndarray]:
-        """Every tensor the platform sends (names ``shared.*`` and ``adapter.*``)."""
-        return to_numpy({k: v.detach() for k, v in self._named().items()})
+        """Every tensor the platform sends (names ``shared.*`` and ``adapter.*``): a snapshot, not a view."""
+        return to_numpy({k: v.detach().clone() for k, v in self._named().items()})
 
     def load_shared(self, state: dict[str, np.ndarray], include_local: bool = False) -> None:
         """Load a global state; the local parts keep the platform's own values unless ``include_local``.

@@ -64,3 +64,12 @@ def test_finalize_keeps_the_best_validation_epoch(make_task: Callable[..., SeqTa
     assert out["epochs"] in (2, 4)
     assert p.task.evaluate("valid", "personal")["NDCG@10"] == pytest.approx(out["valid"])
     assert "personal" in p.local_state()
+
+
+def test_the_shared_state_is_a_snapshot_not_a_view(make_task: Callable[..., SeqTask]) -> None:
+    p = SeqPlatform(make_task())
+    before = p.shared_state()
+    kept = {k: v.copy() for k, v in before.items()}
+    p.load_shared({k: v + 1.0 for k, v in before.items()})  # the parameters change in place
+    for k, v in before.items():
+        np.testing.assert_array_equal(v, kept[k])
