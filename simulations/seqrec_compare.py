@@ -61,7 +61,9 @@ def run(tag: str, seeds: list[int], overrides: list[str], out: Path, local: bool
 def _ms(values: list[float]) -> str:
     if not values:
         return "-"
-    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:.4f}"
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
 
 
 def _col(recs: list[dict], side: str, platform: str, key: str) -> list[float]:
@@ -96,7 +98,8 @@ def report(path: Path) -> str:
             ]
             out.append(f"| {p} | {_ms(fed)} | {_ms(loc)} | {gain} | {' | '.join(parts)} |")
         secs = [r.get("fed_seconds", 0) + r.get("local_seconds", 0) for r in recs]
-        out.append(f"\n{len(recs)} runs, {np.mean(secs):.0f} s each on average (federation + local-only).\n")
+        wall = np.mean(secs)
+        out.append(f"\n{len(recs)} run(s), {wall:.0f} s of wall time each (federation + local-only, as loaded).\n")
     return "\n".join(out)
 
 
