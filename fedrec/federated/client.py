@@ -361,15 +361,11 @@ class PlatformClient:
             return TrainOutcome({}, 0, float("nan"), 0, 0.0, refused=str(exc))
         seed = round_seed(self.cfg.seed, server_round, self.platform_index)
         if self.seq is not None:
-            return seq_client.train_private(self, ledger, server_round, seed)
-        result = train_private_from_config(
-            self.two_tower,
-            self.cfg,
-            ledger,
-            federated=True,
-            seed=seed,
-            round_id=server_round,
-        )
+            result = seq_client.train_private(self, ledger, server_round, seed)
+        else:
+            result = train_private_from_config(
+                self.two_tower, self.cfg, ledger, federated=True, seed=seed, round_id=server_round
+            )
         public = result.public_metrics()
         metrics = {k: float(v) for k, v in public.items() if isinstance(v, int | float) and k != "num-examples"}
         if result.refused:
@@ -377,9 +373,14 @@ class PlatformClient:
             return TrainOutcome(
                 {}, 0, float("nan"), 0, 0.0, metrics, refused=result.refused, ledger=ledger.state_dict()
             )
-        self.store.save(server_round, self.two_tower.local_state())
+        if self.seq is not None:
+            self.store.save(server_round, self.seq.local_state())
+            state = self.seq.shared_state()
+        else:
+            self.store.save(server_round, self.two_tower.local_state())
+            state = to_numpy(self.encoder.adapter_state())
         return TrainOutcome(
-            state=to_numpy(self.encoder.adapter_state()),
+            state=state,
             num_examples=int(public["num-examples"]),
             loss=float(result.loss.get(self.platform, float("nan"))),
             steps=result.steps,

@@ -25,6 +25,7 @@ import numpy as np
 if TYPE_CHECKING:
     from fedrec.federated.client import PlatformClient, TrainOutcome
     from fedrec.privacy import PrivacyLedger
+    from fedrec.privacy.dpsgd import PrivateFitResult
 
 log = logging.getLogger("fedrec.federated")
 
@@ -54,31 +55,15 @@ def train(client: PlatformClient, server_round: int, seed: int) -> TrainOutcome:
     )
 
 
-def train_private(client: PlatformClient, ledger: PrivacyLedger, server_round: int, seed: int) -> TrainOutcome:
-    """One user-level DP-SGD round of the shared part, charged to ``ledger`` (refused over a limit)."""
-    from fedrec.federated.client import TrainOutcome
+def train_private(client: PlatformClient, ledger: PrivacyLedger, server_round: int, seed: int) -> PrivateFitResult:
+    """One user-level DP-SGD round of the shared part, charged to ``ledger`` (its result; the client replies)."""
     from fedrec.privacy import plan_from_config
     from fedrec.seqrec.private import train_shared_private
 
     assert client.seq is not None
     task = client.seq.task
     plan = plan_from_config(client.cfg, len(task.trainable_users), federated=True)
-    result = train_shared_private(task, plan, client.seq.optimizer, ledger, seed, server_round)
-    public = result.public_metrics()
-    metrics = {k: float(v) for k, v in public.items() if isinstance(v, int | float) and k != "num-examples"}
-    if result.refused:
-        log.warning("client %s refuses round %d: %s", client.name, server_round, result.refused)
-        return TrainOutcome({}, 0, float("nan"), 0, 0.0, metrics, refused=result.refused, ledger=ledger.state_dict())
-    client.store.save(server_round, client.seq.local_state())
-    return TrainOutcome(
-        state=client.seq.shared_state(),
-        num_examples=int(public["num-examples"]),
-        loss=float(result.loss.get(task.name, float("nan"))),
-        steps=result.steps,
-        seconds=result.seconds,
-        metrics=metrics,
-        ledger=ledger.state_dict(),
-    )
+    return train_shared_private(task, plan, client.seq.optimizer, ledger, seed, server_round)
 
 
 def evaluate(client: PlatformClient, split: str, local_round: int, users: list[int] | None) -> dict[str, float]:
