@@ -84,7 +84,27 @@ class SharedSequenceModel(nn.Module):
     def loss(self, text: torch.Tensor, rows: Rows) -> torch.Tensor:
         """``[B]`` per-row losses: full-catalogue softmax cross-entropy averaged over each row's targets."""
         table = self.item_table(text)
-        return row_loss(self.queries(table, rows.ids, rows.mask, rows.causal) @ table.T, rows)
+        return query_loss(self.queries(table, rows.ids, rows.mask, rows.causal), table, rows)
+
+
+def query_loss(queries: torch.Tensor, table: torch.Tensor, rows: Rows) -> torch.Tensor:
+    """:func:`row_loss` of ``queries [B, Q, d] @ table.T``, scoring only the positions that have a target.
+
+    Sequential rows are left-padded to the batch's longest history, so most of their
+    positions can be padding (ecommerce: 9 items on average, padded to 50): the catalogue is
+    scored at the real positions only, and each row's loss is the mean over its own.
+    Equal to ``row_loss(queries @ table.T, rows)``; a row's loss still depends on its own
+    queries only.
+    """
+    if not rows.causal or rows.targets.shape[-1] != 1:
+        return row_loss(queries @ table.T, rows)
+    real = rows.target_mask[..., 0]  # [B, L]
+    picked = queries[real]  # [T, d]
+    logits = (picked @ table.T).float()  # [T, N]
+    nll = torch.logsumexp(logits, dim=-1) - logits.gather(-1, rows.targets[..., 0][real].unsqueeze(-1)).squeeze(-1)
+    owner = real.nonzero()[:, 0]
+    total = torch.zeros(len(rows), dtype=nll.dtype).index_add(0, owner, nll)
+    return total / rows.num_targets.clamp_min(1)
 
 
 def row_loss(logits: torch.Tensor, rows: Rows) -> torch.Tensor:
@@ -133,7 +153,7 @@ class PersonalModel(nn.Module):
     def loss(self, text: torch.Tensor, rows: Rows) -> torch.Tensor:
         """``[B]`` per-row losses (as :meth:`SharedSequenceModel.loss`, with the ID embeddings)."""
         table_in, table_out = self.tables(text)
-        return row_loss(self.shared.queries(table_in, rows.ids, rows.mask, rows.causal) @ table_out.T, rows)
+        return query_loss(self.shared.queries(table_in, rows.ids, rows.mask, rows.causal), table_out, rows)
 
 
 def shared_scores(

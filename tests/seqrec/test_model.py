@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fedrec.seqrec.model import PersonalModel, SharedSequenceModel, row_loss, shared_scores
+from fedrec.seqrec.model import PersonalModel, SharedSequenceModel, query_loss, row_loss, shared_scores
 from fedrec.seqrec.rows import holdout_rows, left_pad, sequential_rows
 
 N, H = 12, 8
@@ -25,6 +25,21 @@ def test_row_loss_is_the_mean_cross_entropy_of_each_rows_targets() -> None:
         m = rows.mask[r]
         want = F.cross_entropy(logits[r][m], rows.targets[r, :, 0][m])
         assert torch.allclose(got[r], want, atol=1e-6)
+
+
+def test_query_loss_scores_real_positions_only_and_equals_the_full_row_loss() -> None:
+    torch.manual_seed(1)
+    rows = sequential_rows([np.array([1, 2, 3, 4, 5, 6]), np.array([5, 6]), np.array([7])], max_len=6)
+    table = torch.randn(N, H, requires_grad=True)
+    queries = torch.randn(3, rows.ids.shape[1], H, requires_grad=True)
+    got = query_loss(queries, table, rows)
+    want = row_loss(queries @ table.T, rows)
+    assert torch.allclose(got, want, atol=1e-5)
+    g_got = torch.autograd.grad(got.sum(), [queries, table])
+    g_want = torch.autograd.grad(row_loss(queries @ table.T, rows).sum(), [queries, table])
+    for a, b in zip(g_got, g_want, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert float(got[2]) == 0.0  # a one-item history has no target: zero loss, not NaN
 
 
 def test_a_rows_loss_and_gradient_ignore_the_other_rows() -> None:
