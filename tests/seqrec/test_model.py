@@ -40,6 +40,11 @@ def test_query_loss_scores_real_positions_only_and_equals_the_full_row_loss() ->
     for a, b in zip(g_got, g_want, strict=True):
         assert torch.allclose(a, b, atol=1e-5)
     assert float(got[2]) == 0.0  # a one-item history has no target: zero loss, not NaN
+    # the padding positions are never scored: poisoning their queries changes nothing
+    poisoned = queries.detach().clone()
+    poisoned[~rows.target_mask[..., 0]] = float("nan")
+    assert torch.isnan(row_loss(poisoned @ table.T, rows)).any()
+    assert torch.equal(query_loss(poisoned, table, rows), got.detach())
 
 
 def test_a_rows_loss_and_gradient_ignore_the_other_rows() -> None:
