@@ -39,7 +39,7 @@ def test_query_loss_scores_real_positions_only_and_equals_the_full_row_loss() ->
     g_want = torch.autograd.grad(row_loss(queries @ table.T, rows).sum(), [queries, table])
     for a, b in zip(g_got, g_want, strict=True):
         assert torch.allclose(a, b, atol=1e-5)
-    assert float(got[2]) == 0.0  # a one-item history has no target: zero loss, not NaN
+    assert float(got[2].detach()) == 0.0  # a one-item history has no target: zero loss, not NaN
     # the padding positions are never scored: poisoning their queries changes nothing
     poisoned = queries.detach().clone()
     poisoned[~rows.target_mask[..., 0]] = float("nan")
