@@ -14,6 +14,7 @@ from fedrec.data.shard import sample_users
 from fedrec.model.backbone import TINY_BACKBONE, load_backbone, resolve_backbone
 from fedrec.model.encoder import LoraEncoder
 from fedrec.model.inputs import TextInputs
+from fedrec.model.precision import resolve_bf16
 from fedrec.model.two_tower import PlatformHead
 from fedrec.task import Catalogue, PlatformTask
 
@@ -64,7 +65,7 @@ def build_encoder(model_cfg: DictConfig, seed: int = 0) -> tuple[LoraEncoder, Pr
         dropout=model_cfg.lora_dropout,
         targets=list(model_cfg.lora_targets),
         lora_layers=model_cfg.lora_layers,
-        bf16=model_cfg.bf16,
+        bf16=resolve_bf16(model_cfg.bf16),
         init_seed=seed,
     )
     return encoder, tokenizer

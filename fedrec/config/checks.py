@@ -5,6 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from fedrec.config.schema import CHOICES
+from fedrec.model.precision import resolve_bf16
 
 
 def validate(cfg: DictConfig) -> None:
@@ -25,6 +26,7 @@ def validate(cfg: DictConfig) -> None:
         if p.friend_signal and name != "social" and p.loader != "custom":
             raise ValueError(f"platforms.{name}.friend_signal needs a platform with a friend graph")
     validate_seq(cfg)
+    resolve_bf16(cfg.model.bf16)
     if cfg.model.lora_layers < 0:
         raise ValueError(f"model.lora_layers must be >= 0, got {cfg.model.lora_layers}")
     if cfg.train.batch_size <= 0:

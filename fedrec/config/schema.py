@@ -117,7 +117,11 @@ class ModelConfig:
         "Keep the frozen lower layers' outputs on disk under data.cache_dir (they are always computed once per "
         "text and held in memory; exact).",
     )
-    bf16: bool = _f(True, "bf16 autocast for the backbone's matmuls (CPU with AVX512-BF16 or AMX).")
+    bf16: Any = _f(
+        "auto",
+        "bf16 autocast for the backbone's matmuls: auto (on where the CPU has AVX512-BF16 or AMX; off elsewhere, "
+        "where emulated bf16 is about 6x slower than fp32), true or false.",
+    )
     item_max_tokens: int = _f(32, "Item text truncation, special tokens included.")
     user_max_tokens: int = _f(32, "User text (recent history, most recent first) truncation.")
     user_item_tokens: int = _f(16, "Tokens each history item may take in the user text.")

@@ -138,7 +138,7 @@ def export_joint_model(
             "item_tower": str(m.item_tower),
             "score": str(m.score),
             "scale": float(m.scale),
-            "bf16": bool(m.bf16),
+            "bf16": encoder.bf16,
             "item_max_tokens": int(m.item_max_tokens),
             "user_max_tokens": int(m.user_max_tokens),
             "user_item_tokens": int(m.user_item_tokens),

@@ -35,6 +35,7 @@ from fedrec.cli.bench.common import (
     ratio,
     write_result,
 )
+from fedrec.model.precision import resolve_bf16
 
 NAME = "encode"
 STAGES = ("tokenize", "user_tower", "score", "topk", "total")
@@ -136,7 +137,7 @@ def run_encode(
             parts.append(model.item_text(hidden, mask[sl]))
         return torch.cat(parts), time.perf_counter() - t
 
-    configured = bool(m.bf16)
+    configured = resolve_bf16(m.bf16)
     # -- precision comparison on a subset, chunks alternating -------------------------------
     sub = range(min(compare_items, n_items))
     encode(range(min(64, n_items)), configured)  # warm-up
