@@ -95,12 +95,15 @@ def load_backbone(
             torch.manual_seed(seed)
             model = BertModel(tiny_bert_config(tokenizer.vocab_size, tiny_hidden, tiny_layers), add_pooling_layer=False)
     else:
-        verbosity = hf_logging.get_verbosity()
+        verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
         hf_logging.set_verbosity_error()  # silence the harmless "UNEXPECTED pooler.dense.*" load report
+        hf_logging.disable_progress_bar()  # and the "Loading weights" bar (a local file: instant)
         try:
             model = BertModel.from_pretrained(str(path), add_pooling_layer=False, attn_implementation="sdpa")
         finally:
             hf_logging.set_verbosity(verbosity)
+            if bars:
+                hf_logging.enable_progress_bar()
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
