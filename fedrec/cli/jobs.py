@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from fedrec.config import validate
 from fedrec.data.types import DataFormatError, DataMissingError
+from fedrec.metrics import NDCG
 from fedrec.model.backbone import BackboneMissingError
 
 log = logging.getLogger("fedrec")
@@ -444,7 +445,7 @@ def audit_job(cfg: DictConfig) -> dict[str, Any]:
         title=f"fedrec audit {audit['platform']}: {c['per_side']}+{c['per_side']} canaries, loss threshold, "
         f"confidence {cfg.audit.confidence:g}"
     )
-    for col in ("model", "attack", "formal ε", "AUC", "ε_lb", "ε_lb max", "ceiling", "NDCG@10"):
+    for col in ("model", "attack", "formal ε", "AUC", "ε_lb", "ε_lb max", "ceiling", NDCG):
         table.add_column(col, justify="left" if col in ("model", "attack") else "right", no_wrap=True)
     for r in audit["rows"]:
         table.add_row(
@@ -455,7 +456,7 @@ def audit_job(cfg: DictConfig) -> dict[str, Any]:
             f"{r['epsilon_lb']:.3f}",
             f"{r['epsilon_lb_max']:.3f}",
             f"{r['ceiling']:.2f}",
-            f"{r['test_NDCG@10']:.4f}",
+            f"{r[f'test_{NDCG}']:.4f}",
         )
     console = Console()
     if not console.is_terminal:  # a pipe or a file: do not squeeze the table into 80 columns

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from fedrec.data.types import PlatformData
-from fedrec.evaluate import RankingAccumulator
+from fedrec.evaluate import evaluate_ranking_variants
 from fedrec.seqrec.model import PersonalModel, SharedSequenceModel, shared_scores
 from fedrec.seqrec.prior import Prior, blend
 from fedrec.seqrec.rows import Rows, holdout_rows, left_pad, sequential_rows
@@ -220,15 +220,11 @@ class SeqTask:
         batch_size: int = 256,
     ) -> dict[float | None, dict[str, float]]:
         """:meth:`evaluate` of the model blended with the prior at each weight (None: no prior), in one pass."""
-        users = list(range(self.data.num_users)) if users is None else list(users)
-        targets = self.data.target(split)
-        accs = {w: RankingAccumulator(self.data.num_items) for w in weights}
-        for s in range(0, len(users), batch_size):
-            chunk = users[s : s + batch_size]
-            hist = [self.data.history(u, split) for u in chunk]
-            model = self.scores(hist, which)
+        weights = list(weights)
+
+        def score(chunk: Sequence[int], split: str) -> dict[float | None, torch.Tensor]:
+            model = self.scores([self.data.history(u, split) for u in chunk], which)
             prior = self.prior.scores(chunk, split) if self.prior is not None and any(w for w in weights) else None
-            for w, acc in accs.items():
-                scored = model if w is None or prior is None else blend(model, prior, float(w))
-                acc.add(scored, torch.as_tensor(targets[chunk]), hist)
-        return {w: acc.result() for w, acc in accs.items()}
+            return {w: model if w is None or prior is None else blend(model, prior, float(w)) for w in weights}
+
+        return evaluate_ranking_variants(self.data, split, score, weights, batch_size, users, loss=True)

@@ -14,6 +14,7 @@ from fedrec.cli.report.bench import scale_rows
 from fedrec.cli.report.common import pyplot, save_png
 from fedrec.cli.report.grid import Entry, Grid, entries, entry_label, loss_curve, platform_stats
 from fedrec.cli.report.stats import Stat
+from fedrec.metrics import NDCG
 
 LOSS_PLOT = "results_loss_per_round.png"
 EPSILON_PLOT = "results_utility_vs_epsilon.png"
@@ -70,9 +71,9 @@ def plot_epsilon(grid: Grid, platforms: Sequence[str], path: Path) -> Path | Non
     central = next((e for e in entries() if e.row.kind == "centralized"), None)
     for i, p in enumerate([*platforms, "macro"]):
         c = "black" if p == "macro" else colors[i % len(colors)]
-        xs = [j for j, r in enumerate(points) if by_row[r.name][p]["NDCG@10"].n]
+        xs = [j for j, r in enumerate(points) if by_row[r.name][p][NDCG].n]
         if xs:
-            ys = [by_row[points[j].name][p]["NDCG@10"] for j in xs]
+            ys = [by_row[points[j].name][p][NDCG] for j in xs]
             ax.errorbar(
                 xs,
                 [s.mean for s in ys],
@@ -84,7 +85,7 @@ def plot_epsilon(grid: Grid, platforms: Sequence[str], path: Path) -> Path | Non
                 label=f"{p} (federated)",
             )
         if central is not None:
-            ref = platform_stats(grid, central, platforms)[p]["NDCG@10"]
+            ref = platform_stats(grid, central, platforms)[p][NDCG]
             if ref.n:
                 ax.axhline(ref.mean, color=c, ls="--", lw=1, label=f"{p} centralized")
     ax.set_xticks(range(len(points)))

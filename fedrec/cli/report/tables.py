@@ -10,7 +10,7 @@ from fedrec.cli.experiments import FEDERATED, GRID, GRID_DEFAULTS, Row
 from fedrec.cli.report.common import DASH, NOT_RUN, machine_text, table
 from fedrec.cli.report.grid import Grid, entries, entry_label, loss_curve, platform_stats, xloss_stat
 from fedrec.cli.report.stats import QUALITY, Stat, rounds_to_quality
-from fedrec.metrics import METRICS
+from fedrec.metrics import METRICS, NDCG
 
 
 def seeds_text(stats: dict[str, dict[str, Stat]]) -> str:
@@ -74,13 +74,13 @@ def ratio_section(grid: Grid, platforms: Sequence[str]) -> str:
     if central is None:
         return "No centralized row in the grid."
     ref = platform_stats(grid, central, platforms)
-    if not ref["macro"]["NDCG@10"].n and not any(ref[p]["NDCG@10"].n for p in platforms):
+    if not ref["macro"][NDCG].n and not any(ref[p][NDCG].n for p in platforms):
         return f"Centralized: {NOT_RUN}; no ratio."
     fed = [e for e in entries() if e.row.kind == "federated"]
     rows = []
     for e in fed:
         st = platform_stats(grid, e, platforms)
-        cells = [ratio_text(st[p]["NDCG@10"], ref[p]["NDCG@10"]) for p in [*platforms, "macro"]]
+        cells = [ratio_text(st[p][NDCG], ref[p][NDCG]) for p in [*platforms, "macro"]]
         eps = epsilon_spent(grid, e.row) if e.row.epsilon is not None else DASH
         rows.append([e.label, seeds_text(st), *cells, eps])
     return table(["model", "seeds", *platforms, "macro", "ε spent (max over platforms)"], rows)
