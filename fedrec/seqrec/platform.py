@@ -25,7 +25,8 @@ from fedrec.federated.arrays import to_numpy, to_torch
 from fedrec.metrics import NDCG
 from fedrec.seqrec.model import PersonalModel
 from fedrec.seqrec.prior import Prior
-from fedrec.seqrec.task import SeqTask, StepStats
+from fedrec.seqrec.task import SeqTask
+from fedrec.steps import StepStats
 
 
 class SeqPlatform:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -22,23 +21,7 @@ from fedrec.seqrec.model import PersonalModel, SharedSequenceModel, shared_score
 from fedrec.seqrec.prior import Prior, blend
 from fedrec.seqrec.rows import Rows, holdout_rows, left_pad, sequential_rows
 from fedrec.seqrec.text import ItemText
-
-
-@dataclass
-class StepStats:
-    """What a training call reports: steps, rows (users) and targets seen, mean loss, seconds."""
-
-    steps: int = 0
-    rows: int = 0
-    targets: int = 0
-    loss_sum: float = 0.0
-    seconds: float = 0.0
-    losses: list[float] = field(default_factory=list, repr=False)
-
-    @property
-    def loss(self) -> float:
-        """Mean per-row loss."""
-        return self.loss_sum / self.rows if self.rows else float("nan")
+from fedrec.steps import Step, StepHooks, StepStats, run_steps
 
 
 class SeqTask:
@@ -134,23 +117,22 @@ class SeqTask:
     def train_shared(
         self, optimizer: torch.optim.Optimizer, epochs: float, batch_size: int, rng: np.random.Generator
     ) -> StepStats:
-        """Train the shared part (and the adapter, when it is trained) on the text-path loss."""
-        stats = StepStats()
+        """Train the shared part (and the adapter, when it is trained) on the text-path loss.
+
+        ``seconds`` includes the adapter's last index refresh.
+        """
         start = time.perf_counter()
         self.shared.train()
-        for users in self.epoch_batches(batch_size, epochs, rng):
+
+        def forward(users: np.ndarray) -> Step:
             rows = self.rows(users, rng)
-            losses = self.shared.loss(self.step_text(rows, rng), rows)
-            loss = losses.mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            stats.steps += 1
-            stats.rows += len(rows)
-            stats.targets += int(rows.num_targets.sum())
-            stats.loss_sum += float(losses.detach().sum())
-            if self.text.adapter and stats.steps % self.refresh_steps == 0:
+            return Step(self.shared.loss(self.step_text(rows, rng), rows), int(rows.num_targets.sum()))
+
+        def after(step: int, users: np.ndarray, result: Step) -> None:
+            if self.text.adapter and (step + 1) % self.refresh_steps == 0:
                 self.text.refresh()
+
+        stats = run_steps(self.epoch_batches(batch_size, epochs, rng), forward, optimizer, StepHooks(after=after))
         if self.text.adapter and stats.steps:
             self.text.refresh()
         self.shared.eval()
@@ -169,20 +151,15 @@ class SeqTask:
         if not resume or self.personal is None:
             self.personal = PersonalModel(self.shared, self.data.num_items)
             self._personal_opt = torch.optim.Adam(self.personal.parameters(), lr=lr)
-        stats = StepStats()
-        start = time.perf_counter()
-        self.personal.train()
-        for users in self.epoch_batches(batch_size, epochs, rng):
+        personal = self.personal
+        personal.train()
+
+        def forward(users: np.ndarray) -> Step:
             rows = self.rows(users, rng)
-            losses = self.personal.loss(text, rows)
-            self._personal_opt.zero_grad(set_to_none=True)
-            losses.mean().backward()
-            self._personal_opt.step()
-            stats.steps += 1
-            stats.rows += len(rows)
-            stats.loss_sum += float(losses.detach().sum())
-        self.personal.eval()
-        stats.seconds = time.perf_counter() - start
+            return Step(personal.loss(text, rows), int(rows.num_targets.sum()))
+
+        stats = run_steps(self.epoch_batches(batch_size, epochs, rng), forward, self._personal_opt)
+        personal.eval()
         return stats
 
     # -- evaluation -------------------------------------------------------------------
