@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -14,13 +13,14 @@ from fedrec.cli.report.bench import scale_rows
 from fedrec.cli.report.common import pyplot, save_png
 from fedrec.cli.report.grid import Entry, Grid, entries, entry_label, loss_curve, platform_stats
 from fedrec.cli.report.stats import Stat
+from fedrec.documents import BenchDocument, ResultsDocument
 from fedrec.metrics import NDCG
 
 LOSS_PLOT = "results_loss_per_round.png"
 EPSILON_PLOT = "results_utility_vs_epsilon.png"
 
 
-def mean_curve(docs: Iterable[dict[str, Any]]) -> dict[int, Stat]:
+def mean_curve(docs: Iterable[ResultsDocument]) -> dict[int, Stat]:
     """Round -> cross-platform loss over the runs (round 0 when recorded)."""
     by_round: dict[int, list[float]] = {}
     for doc in docs:
@@ -98,7 +98,7 @@ def plot_epsilon(grid: Grid, platforms: Sequence[str], path: Path) -> Path | Non
     return save_png(fig, path)
 
 
-def plot_scale(doc: dict[str, Any], path: Path) -> Path | None:
+def plot_scale(doc: BenchDocument, path: Path) -> Path | None:
     """Round time vs number of clients from ``bench_scale.json``."""
     pts = scale_rows(doc)
     if not pts:
@@ -108,7 +108,7 @@ def plot_scale(doc: dict[str, Any], path: Path) -> Path | None:
     ax.plot([x for x, _ in pts], [y for _, y in pts], "o-")
     ax.set_xlabel("clients")
     ax.set_ylabel("round wall time (s)")
-    machine = doc.get("machine") or {}
+    machine = doc.machine
     ax.set_title(f"round time vs clients ({machine.get('cores', '?')} cores, {machine.get('cpu_model', '?')})")
     ax.grid(alpha=0.3)
     return save_png(fig, path)

@@ -8,7 +8,6 @@ document that has it (a simulate run's ``comparison.baselines`` or ``fedrec base
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from fedrec.cli.report.common import pyplot, save_png, table
+from fedrec.documents import read_results
 from fedrec.io import atomic_write
 from fedrec.metrics import HR, METRICS, MRR, NDCG
 
@@ -54,12 +54,12 @@ def read_run(path: str | Path) -> SweepRun:
         If the document is not a simulate result with test metrics.
     """
     path = Path(path)
-    doc = json.loads(path.read_text())
-    if doc.get("command") != "simulate":
-        raise ValueError(f"{path} is not a fedrec simulate result (command={doc.get('command')!r})")
-    priv_cfg = doc["config"]["privacy"]
-    priv = doc.get("privacy") or {}
-    test = {p: {k: float(v["test"][k]) for k in METRICS} for p, v in doc["platforms"].items() if "test" in v}
+    doc = read_results(path)
+    if doc.command != "simulate":
+        raise ValueError(f"{path} is not a fedrec simulate result (command={doc.command!r})")
+    priv_cfg = doc.config["privacy"]
+    priv = doc.privacy or {}
+    test = {p: {k: float(v["test"][k]) for k in METRICS} for p, v in doc.platforms.items() if "test" in v}
     if not test:
         raise ValueError(f"{path} has no test metrics")
     target = priv_cfg.get("target_epsilon")
@@ -75,12 +75,12 @@ def read_run(path: str | Path) -> SweepRun:
 
 def itemknn_of(path: str | Path) -> dict[str, float]:
     """ItemKNN test NDCG@10 per platform from a results document that has it (simulate or baselines)."""
-    doc = json.loads(Path(path).read_text())
-    base = (doc.get("comparison") or {}).get("baselines")
+    doc = read_results(path)
+    base = (doc.comparison or {}).get("baselines")
     if base:
         return {p: float(m["itemknn"][NDCG]) for p, m in base.items() if "itemknn" in m}
-    if doc.get("command") == "baselines":
-        return {p: float(m["itemknn"]["test"][NDCG]) for p, m in doc["platforms"].items() if "itemknn" in m}
+    if doc.command == "baselines":
+        return {p: float(m["itemknn"]["test"][NDCG]) for p, m in doc.platforms.items() if "itemknn" in m}
     return {}
 
 
