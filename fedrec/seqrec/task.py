@@ -197,11 +197,33 @@ class SeqTask:
         batch_size: int = 256,
     ) -> dict[float | None, dict[str, float]]:
         """:meth:`evaluate` of the model blended with the prior at each weight (None: no prior), in one pass."""
-        weights = list(weights)
+        res = self.evaluate_variants(split, [(which, w) for w in weights], users, batch_size)
+        return {w: res[(which, w)] for w in weights}
 
-        def score(chunk: Sequence[int], split: str) -> dict[float | None, torch.Tensor]:
-            model = self.scores([self.data.history(u, split) for u in chunk], which)
-            prior = self.prior.scores(chunk, split) if self.prior is not None and any(w for w in weights) else None
-            return {w: model if w is None or prior is None else blend(model, prior, float(w)) for w in weights}
+    @torch.no_grad()
+    def evaluate_variants(
+        self,
+        split: str,
+        variants: Sequence[tuple[str, float | None]],
+        users: Sequence[int] | None = None,
+        batch_size: int = 256,
+    ) -> dict[tuple[str, float | None], dict[str, float]]:
+        """:meth:`evaluate` of several ``(which, prior blend weight or None)`` variants in one pass over the users.
 
-        return evaluate_ranking_variants(self.data, split, score, weights, batch_size, users, loss=True)
+        Each model (``which``) scores a batch once, the prior once, and every variant is ranked
+        from those scores (:func:`fedrec.evaluate.evaluate_ranking_variants`): e.g. the served
+        model, the personal model alone and the shared part alone.
+        """
+        variants = list(variants)
+        models = list(dict.fromkeys(which for which, _ in variants))
+
+        def score(chunk: Sequence[int], split: str) -> dict[tuple[str, float | None], torch.Tensor]:
+            hist = [self.data.history(u, split) for u in chunk]
+            scored = {which: self.scores(hist, which) for which in models}
+            prior = self.prior.scores(chunk, split) if self.prior is not None and any(w for _, w in variants) else None
+            return {
+                (which, w): scored[which] if w is None or prior is None else blend(scored[which], prior, float(w))
+                for which, w in variants
+            }
+
+        return evaluate_ranking_variants(self.data, split, score, variants, batch_size, users, loss=True)
