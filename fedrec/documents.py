@@ -221,6 +221,11 @@ class BenchDocument:
     def from_json(cls, doc: Mapping[str, Any], name: str | None = None) -> BenchDocument:
         """Read the JSON object; rows written under a legacy key (:data:`LEGACY_KEYS`) get today's.
 
+        Raises
+        ------
+        ValueError
+            If ``settings``, ``rows`` or ``summary`` is missing or of the wrong type.
+
         Parameters
         ----------
         doc : mapping
@@ -229,10 +234,14 @@ class BenchDocument:
             The benchmark (default: the document's ``benchmark``).
         """
         known, extra = _split(cls, doc)
+        missing = [
+            k for k in ("settings", "rows", "summary") if not isinstance(known.get(k), list if k == "rows" else dict)
+        ]
+        if missing:
+            raise ValueError(f"not a bench document: no {', '.join(missing)}")
         known.setdefault("benchmark", name or "")
         known.setdefault("smoke", False)
-        for key in ("machine", "settings", "summary"):
-            known[key] = dict(known.get(key) or {})
+        known["machine"] = dict(known.get("machine") or {})
         legacy = LEGACY_KEYS.get(str(known["benchmark"]), {})
         known["rows"] = [_renamed(r, legacy) for r in known.get("rows") or []]
         return cls(**known, extra=extra)

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 from omegaconf import OmegaConf
 
 from fedrec.cli.report.bench import read_bench, scale_rows
@@ -49,3 +50,8 @@ def test_bench_documents_read_legacy_round_time_keys_through_one_map(tmp_path: P
     assert read.extra == {"latency": [1]} and read.machine == {"cores": 2}
     assert scale_rows(read) == [(3.0, 1.0), (30.0, 2.0), (99.0, 2.5)]
     assert "round_wall_s" not in read.rows[1] and read.rows[3] == {"clients": 300, "wall_s": 60.0}
+
+
+def test_a_file_that_is_not_a_bench_document_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="no settings, summary"):
+        BenchDocument.from_json({"machine": {}, "rows": []}, "encode")

@@ -170,10 +170,21 @@ def read_bench(folder: str | Path | None) -> dict[str, BenchDocument]:
         path = Path(folder) / f"bench_{name}.json"
         if path.is_file():
             try:
-                found[name] = BenchDocument.from_json(json.loads(path.read_text()), name)
-            except (ValueError, OSError, TypeError, AttributeError):
+                found[name] = load_bench(path, name)
+            except (ValueError, OSError, TypeError):
                 continue
     return found
+
+
+def load_bench(path: Path, name: str) -> BenchDocument:
+    """One ``bench_<name>.json``.
+
+    Raises
+    ------
+    OSError, ValueError, TypeError
+        If it cannot be read, is not JSON or is not a bench document.
+    """
+    return BenchDocument.from_json(json.loads(path.read_text()), name)
 
 
 def bench_section(folder: str | Path | None, docs: dict[str, BenchDocument]) -> str:
@@ -183,6 +194,13 @@ def bench_section(folder: str | Path | None, docs: dict[str, BenchDocument]) -> 
     out = []
     for name in BENCHMARKS:
         doc = docs.get(name)
+        path = Path(folder) / f"bench_{name}.json"
+        if doc is None and path.is_file():
+            try:
+                load_bench(path, name)  # only to say why it was left out
+            except (ValueError, OSError, TypeError) as exc:
+                out.append(f"**{name}**: could not read `bench_{name}.json` ({type(exc).__name__}: {exc}).")
+                continue
         if doc is None:
             out.append(f"**{name}**: `bench_{name}.json` missing in `{folder}` (run `fedrec bench {name}`).")
             continue
