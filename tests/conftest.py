@@ -1,12 +1,15 @@
-"""Shared fixtures: the data root and the three real platforms, loaded once per session."""
+"""Shared fixtures: the data root, the three real platforms (loaded once per session) and the tests' config."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from omegaconf import DictConfig
 
+from fedrec.config import compose_config
 from fedrec.data import PlatformData, load_platform
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -36,3 +39,53 @@ def data_root() -> Path:
 def platforms(data_root: Path) -> dict[str, PlatformData]:
     """The three real platforms by name (``ecommerce``, ``video``, ``social``)."""
     return {name: load_platform(loader, data_root / folder, name) for name, (loader, folder) in REAL_PLATFORMS.items()}
+
+
+def compose_test_config(
+    *overrides: str,
+    model: str = "tiny",
+    smoke: bool = True,
+    data_root: Path | None = None,
+    tmp_path: Path | None = None,
+    command: str | None = None,
+) -> DictConfig:
+    """The tests' fedrec config: the repository's ``conf/`` with a small model, then ``overrides`` (last wins).
+
+    Parameters
+    ----------
+    *overrides : str
+        Hydra overrides.
+    model : str, default "tiny"
+        The model group (``tiny``: random tiny BERT; ``seqrec_tiny``).
+    smoke : bool, default True
+        Add ``train=smoke`` (seconds-long two-tower training).
+    data_root : pathlib.Path, optional
+        ``data.root`` (the real platforms).
+    tmp_path : pathlib.Path, optional
+        ``data.cache_dir`` becomes ``<tmp_path>/cache``.
+    command : str, optional
+        ``command`` before the overrides.
+    """
+    base = [f"model={model}", *(["train=smoke"] if smoke else [])]
+    if data_root is not None:
+        base.append(f"data.root={data_root}")
+    if tmp_path is not None:
+        base.append(f"data.cache_dir={tmp_path / 'cache'}")
+    return compose_config([*base, *overrides], command=command, config_dir=REPO_ROOT / "conf")
+
+
+#: ``compose_cfg(*overrides, model="tiny", smoke=True, tmp_path=None, command=None)``
+ComposeCfg = Callable[..., DictConfig]
+
+
+@pytest.fixture
+def compose_cfg(data_root: Path, tmp_path: Path) -> ComposeCfg:
+    """:func:`compose_test_config` on the real data (``data_root``), caching under this test's ``tmp_path``.
+
+    ``tmp_path=`` names another run folder (its ``cache`` holds the caches).
+    """
+
+    def compose(*overrides: str, tmp_path: Path = tmp_path, **kw: object) -> DictConfig:
+        return compose_test_config(*overrides, data_root=data_root, tmp_path=tmp_path, **kw)  # type: ignore[arg-type]
+
+    return compose

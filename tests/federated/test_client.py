@@ -6,37 +6,32 @@ from pathlib import Path
 
 import pytest
 
-from fedrec.config import compose_config
 from fedrec.federated.client import PlatformClient
 from fedrec.federated.replies import WITHHELD, LocalReport
 from fedrec.federated.rounds import initial_adapter
 from fedrec.privacy import epsilon_of
+from tests.conftest import ComposeCfg
 
 pytestmark = pytest.mark.slow
 
 SIGMA = 0.8
 
 
-def _cfg(data_root: Path, tmp_path: Path, *extra: str):
-    return compose_config(
-        [
-            "command=simulate",
-            "model=tiny",
-            "train=smoke",
-            "platform=video",
-            f"data.root={data_root}",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            "privacy=dp",
-            f"privacy.noise_multiplier={SIGMA}",
-            "federation.local_epochs=0.05",
-            "federation.eval_max_users=50",
-            *extra,
-        ]
-    )
+#: one DP platform (on the tiny model)
+RUN = (
+    "command=simulate",
+    "platform=video",
+    "privacy=dp",
+    f"privacy.noise_multiplier={SIGMA}",
+    "federation.local_epochs=0.05",
+    "federation.eval_max_users=50",
+)
 
 
-def test_the_ledger_survives_restarts_and_new_runs_a_deleted_one_is_refused(data_root: Path, tmp_path: Path) -> None:
-    cfg = _cfg(data_root, tmp_path)
+def test_the_ledger_survives_restarts_and_new_runs_a_deleted_one_is_refused(
+    compose_cfg: ComposeCfg, tmp_path: Path
+) -> None:
+    cfg = compose_cfg(*RUN)
     ledgers = tmp_path / "node" / "privacy"
     first = PlatformClient(cfg, "video", tmp_path / "node" / "run1" / "video", ledger_dir=ledgers)
     initial, _ = initial_adapter(cfg)
@@ -49,7 +44,7 @@ def test_the_ledger_survives_restarts_and_new_runs_a_deleted_one_is_refused(data
     out = restarted.train(initial, 2)
     assert out.metrics["epsilon"] == pytest.approx(epsilon_of([(SIGMA, q, 2 * steps)], 1e-5))
     # a second run on the same data (another run folder, other training settings) starts from the first's epsilon
-    cfg2 = _cfg(data_root, tmp_path, "train.lr=5e-3", "federation.local_epochs=0.1", "federation.rounds=2")
+    cfg2 = compose_cfg(*RUN, "train.lr=5e-3", "federation.local_epochs=0.1", "federation.rounds=2")
     second = PlatformClient(cfg2, "video", tmp_path / "node" / "run2" / "video", ledger_dir=ledgers, parts=first.parts)
     assert second.fingerprint == first.fingerprint
     out = second.train(initial, 1)

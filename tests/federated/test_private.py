@@ -11,35 +11,27 @@ from pathlib import Path
 import pytest
 
 from fedrec.cli.jobs import privacy_lines, simulation_privacy
-from fedrec.config import compose_config
 from fedrec.federated.client import PlatformClient
 from fedrec.federated.local import run_local
 from fedrec.federated.replies import PUBLIC_TRAIN_KEYS
 from fedrec.privacy import PrivacyLedger, epsilon_of, ledger_from_config
+from tests.conftest import ComposeCfg
 
 pytestmark = pytest.mark.slow
 
 
-def _cfg(data_root: Path, tmp_path: Path, *extra: str):
-    cfg = compose_config(
-        [
-            "command=simulate",
-            "model=tiny",
-            "train=smoke",
-            "platform=[video,social]",
-            f"data.root={data_root}",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            "federation.rounds=3",
-            "federation.local_epochs=0.05",
-            "federation.eval_max_users=50",
-            *extra,
-        ]
-    )
-    return cfg
+#: two platforms, three short rounds (on the tiny model)
+RUN = (
+    "command=simulate",
+    "platform=[video,social]",
+    "federation.rounds=3",
+    "federation.local_epochs=0.05",
+    "federation.eval_max_users=50",
+)
 
 
-def test_epsilon_is_cumulative_over_rounds(data_root: Path, tmp_path: Path) -> None:
-    doc = run_local(_cfg(data_root, tmp_path, "privacy=dp", "privacy.noise_multiplier=0.8"), tmp_path / "run")
+def test_epsilon_is_cumulative_over_rounds(compose_cfg: ComposeCfg, tmp_path: Path) -> None:
+    doc = run_local(compose_cfg(*RUN, "privacy=dp", "privacy.noise_multiplier=0.8"), tmp_path / "run")
     hist = doc["federation"]["history"]
     priv = doc["privacy"]
     assert priv["unit"] == "user" and priv["accountant"] == "rdp" and priv["delta"] == 1e-5
@@ -64,8 +56,8 @@ def test_epsilon_is_cumulative_over_rounds(data_root: Path, tmp_path: Path) -> N
     ]
 
 
-def test_budget_refusal_excludes_the_client_and_the_run_finishes(data_root: Path, tmp_path: Path) -> None:
-    cfg = _cfg(data_root, tmp_path, "privacy=dp", "privacy.noise_multiplier=0.8")
+def test_budget_refusal_excludes_the_client_and_the_run_finishes(compose_cfg: ComposeCfg, tmp_path: Path) -> None:
+    cfg = compose_cfg(*RUN, "privacy=dp", "privacy.noise_multiplier=0.8")
     q = 16 / 943
     steps = round(0.05 / q)
     one, two = (epsilon_of([(0.8, q, r * steps)], 1e-5, "rdp") for r in (1, 2))
@@ -81,15 +73,15 @@ def test_budget_refusal_excludes_the_client_and_the_run_finishes(data_root: Path
     assert doc["privacy"]["epsilon"]["video"] == pytest.approx(one) and one <= cfg.privacy.budget
 
 
-def test_target_epsilon_is_met_at_the_last_round(data_root: Path, tmp_path: Path) -> None:
-    doc = run_local(_cfg(data_root, tmp_path, "privacy=target_eps", "privacy.target_epsilon=2.0"), tmp_path / "run")
+def test_target_epsilon_is_met_at_the_last_round(compose_cfg: ComposeCfg, tmp_path: Path) -> None:
+    doc = run_local(compose_cfg(*RUN, "privacy=target_eps", "privacy.target_epsilon=2.0"), tmp_path / "run")
     for name, eps in doc["privacy"]["epsilon"].items():
         assert 1.8 <= eps <= 2.0, name
     assert all(h["refused"] == [] for h in doc["federation"]["history"])
 
 
-def test_ledger_restored_from_run_state_is_never_behind(data_root: Path, tmp_path: Path) -> None:
-    cfg = _cfg(data_root, tmp_path, "privacy=dp")
+def test_ledger_restored_from_run_state_is_never_behind(compose_cfg: ComposeCfg, tmp_path: Path) -> None:
+    cfg = compose_cfg(*RUN, "privacy=dp")
     client = PlatformClient(cfg, "video", tmp_path / "state")
     ahead = client.open_ledger()
     ahead.save = lambda *a, **k: tmp_path  # type: ignore[method-assign]  # a copy kept in memory only

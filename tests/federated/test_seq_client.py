@@ -9,34 +9,33 @@ import pytest
 import torch
 
 from fedrec.build import build_encoder
-from fedrec.config import compose_config
 from fedrec.federated.client import PlatformClient
 from fedrec.federated.local import run_local
 from fedrec.federated.supported import check_supported
 from fedrec.seqrec.build import initial_state
+from tests.conftest import ComposeCfg
 
 pytestmark = pytest.mark.slow
 
 
-def _cfg(data_root: Path, tmp_path: Path, *extra: str, platforms: tuple[str, ...] = ("video", "social")):
-    return compose_config(
-        [
-            "model=seqrec_tiny",
-            f"platform=[{','.join(platforms)}]",
-            f"data.root={data_root}",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            "federation.rounds=2",
-            "federation.local_epochs=0.3",
-            "federation.eval_max_users=200",
-            "train.progress=false",
-            *(f"platforms.{p}.prior=none" for p in platforms),  # the prior: tests/seqrec/test_prior.py
-            *extra,
-        ]
+#: the sequence model, trained by its own settings (no train=smoke)
+SEQ = {"model": "seqrec_tiny", "smoke": False}
+
+
+def seq_run(platforms: tuple[str, ...] = ("video", "social")) -> tuple[str, ...]:
+    """The overrides of a short sequence-model federation over ``platforms`` (with ``model=seqrec_tiny``)."""
+    return (
+        f"platform=[{','.join(platforms)}]",
+        "federation.rounds=2",
+        "federation.local_epochs=0.3",
+        "federation.eval_max_users=200",
+        "train.progress=false",
+        *(f"platforms.{p}.prior=none" for p in platforms),  # the prior: tests/seqrec/test_prior.py
     )
 
 
-def test_a_seqrec_federation_trains_the_shared_part_and_serves_personal_models(data_root: Path, tmp_path: Path):
-    cfg = _cfg(data_root, tmp_path)
+def test_a_seqrec_federation_trains_the_shared_part_and_serves_personal_models(compose_cfg: ComposeCfg, tmp_path: Path):
+    cfg = compose_cfg(*seq_run(), **SEQ)
     doc = run_local(cfg, tmp_path / "run")
     hist = doc["federation"]["history"]
     assert [h["round"] for h in hist] == [1, 2] and all(h["rejected"] == [] for h in hist)
@@ -52,8 +51,8 @@ def test_a_seqrec_federation_trains_the_shared_part_and_serves_personal_models(d
         assert test["NDCG@10"] > test["shared-NDCG@10"]
 
 
-def test_local_parts_stay_on_the_platform(data_root: Path, tmp_path: Path):
-    cfg = _cfg(data_root, tmp_path, "model.seq.local_parts=[adaptor]", "federation.rounds=1", platforms=("video",))
+def test_local_parts_stay_on_the_platform(compose_cfg: ComposeCfg, tmp_path: Path):
+    cfg = compose_cfg(*seq_run(("video",)), "model.seq.local_parts=[adaptor]", "federation.rounds=1", **SEQ)
     client = PlatformClient(cfg, "video", tmp_path / "state")
     init = initial_state(cfg, client.encoder)
     sent = client.train(init, 1).state
@@ -71,22 +70,20 @@ def test_local_parts_stay_on_the_platform(data_root: Path, tmp_path: Path):
     ("override", "message"),
     [("federation.aggregation=svd", "fedavg"), ("federation.shards_per_platform=2", "one client per platform")],
 )
-def test_unsupported_seqrec_settings_are_refused(data_root: Path, tmp_path: Path, override: str, message: str):
+def test_unsupported_seqrec_settings_are_refused(compose_cfg: ComposeCfg, tmp_path: Path, override: str, message: str):
     with pytest.raises(ValueError, match=message):
-        check_supported(_cfg(data_root, tmp_path, override))
+        check_supported(compose_cfg(*seq_run(), override, **SEQ))
 
 
-def test_bad_seq_settings_name_the_key(data_root: Path, tmp_path: Path):
+def test_bad_seq_settings_name_the_key(compose_cfg: ComposeCfg, tmp_path: Path):
     with pytest.raises(ValueError, match="model.seq.dim"):
-        _cfg(data_root, tmp_path, "model.seq.dim=15")
+        compose_cfg(*seq_run(), "model.seq.dim=15", **SEQ)
     with pytest.raises(ValueError, match="local_parts"):
-        _cfg(data_root, tmp_path, "model.seq.local_parts=[head]")
+        compose_cfg(*seq_run(), "model.seq.local_parts=[head]", **SEQ)
 
 
-def test_a_dp_seqrec_federation_charges_the_ledger_and_withholds_evaluation(data_root: Path, tmp_path: Path):
-    cfg = _cfg(
-        data_root, tmp_path, "command=simulate", "privacy=target_eps", "privacy.target_epsilon=8", platforms=("video",)
-    )
+def test_a_dp_seqrec_federation_charges_the_ledger_and_withholds_evaluation(compose_cfg: ComposeCfg, tmp_path: Path):
+    cfg = compose_cfg(*seq_run(("video",)), "command=simulate", "privacy=target_eps", "privacy.target_epsilon=8", **SEQ)
     doc = run_local(cfg, tmp_path / "run")
     hist = doc["federation"]["history"]
     trains = [h["platforms"]["video"]["train"] for h in hist]

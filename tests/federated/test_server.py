@@ -11,19 +11,16 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, Metadata, Metric
 from flwr.app.error import Error
 from omegaconf import DictConfig
 
-from fedrec.config import compose_config
 from fedrec.federated.aggregate import fedavg
 from fedrec.federated.messages import ClientEvaluation, ClientUpdate
 from fedrec.federated.rounds import initial_adapter, prepare_run_config, run_rounds
 from fedrec.federated.server import Coordinator
 from server.app import FedrecStrategy
-from tests.conftest import REPO_ROOT
+from tests.conftest import compose_test_config
 
 
 def _cfg(*overrides: str) -> DictConfig:
-    return compose_config(
-        ["model=tiny", "platform=[video,ecommerce,social]", *overrides], config_dir=REPO_ROOT / "conf"
-    )
+    return compose_test_config("platform=[video,ecommerce,social]", *overrides, smoke=False)
 
 
 def _coordinator(tmp_path: Path, *overrides: str) -> tuple[Coordinator, list[tuple[int, str]]]:

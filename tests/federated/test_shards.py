@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from fedrec.config import compose_config
 from fedrec.data import PlatformData
 from fedrec.data.shard import shard_users
 from fedrec.federated import client as client_mod
@@ -19,15 +18,13 @@ from fedrec.federated.rounds import initial_adapter
 from fedrec.federated.server import Coordinator
 from fedrec.federated.shards import by_platform, client_names, combine_eval, combine_train, partition_client
 from fedrec.federated.supported import check_supported
-from tests.conftest import REPO_ROOT
+from tests.conftest import compose_test_config
 
-
-def _cfg(*overrides: str) -> DictConfig:
-    return compose_config(["model=tiny", "train=smoke", *overrides], config_dir=REPO_ROOT / "conf")
+_cfg = compose_test_config  # no data
 
 
 def _data_cfg(data_root: Path, tmp_path: Path, *overrides: str) -> DictConfig:
-    return _cfg(f"data.root={data_root}", f"data.cache_dir={tmp_path / 'cache'}", "data.download=false", *overrides)
+    return compose_test_config("data.download=false", *overrides, data_root=data_root, tmp_path=tmp_path)
 
 
 # -- the data ---------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from peft import PeftModel
 from transformers import AutoModel
 
 from fedrec.build import build_encoder, build_task, load_datasets
-from fedrec.config import compose_config
 from fedrec.federated.checkpoint import load_checkpoint
 from fedrec.federated.client import LocalStateStore
 from fedrec.federated.local import run_local
@@ -20,35 +19,28 @@ from fedrec.joint import Recommender, export_run
 from fedrec.joint.export import save_adapter
 from fedrec.model.backbone import load_backbone, mean_pool
 from fedrec.model.encoder import LoraEncoder
+from tests.conftest import compose_test_config
 from tests.synthetic import perturb_adapters
 
 pytestmark = pytest.mark.slow
 
 
-def _cfg(data_root: Path, tmp_path: Path, *extra: str):
-    cfg = compose_config(
-        [
-            "model=tiny",
-            "train=smoke",
-            "platform=video",
-            f"data.root={data_root}",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            "federation.rounds=2",
-            "federation.local_steps=4",
-            "federation.eval_max_users=50",
-            "train.lr=0.05",
-            "train.head_lr=0.5",
-            *extra,
-        ]
-    )
-    return cfg
+#: the exported run's federation (on the tiny model)
+RUN = (
+    "platform=video",
+    "federation.rounds=2",
+    "federation.local_steps=4",
+    "federation.eval_max_users=50",
+    "train.lr=0.05",
+    "train.head_lr=0.5",
+)
 
 
 @pytest.fixture(scope="module")
 def run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A finished two-round federation (in process) and its exported joint model."""
     tmp = tmp_path_factory.mktemp("joint")
-    run_local(_cfg(data_root, tmp), tmp / "run")
+    run_local(compose_test_config(*RUN, data_root=data_root, tmp_path=tmp), tmp / "run")
     return tmp / "run", export_run(tmp / "run")
 
 
@@ -105,7 +97,7 @@ def test_save_adapter_loads_with_peft_from_pretrained(tmp_path: Path) -> None:
 def test_joint_model_scores_equal_fedrec_evaluation(run: tuple[Path, Path], data_root: Path) -> None:
     """The merged export ranks a user's catalogue exactly as the adapter model fedrec evaluates."""
     run_dir, folder = run
-    cfg = _cfg(data_root, run_dir.parent)
+    cfg = compose_test_config(*RUN, data_root=data_root, tmp_path=run_dir.parent)
     data = load_datasets(cfg)["video"]
     encoder, tok = build_encoder(cfg.model, cfg.seed)
     adapter = torch.load(run_dir / "best_adapter.pt", weights_only=True)
