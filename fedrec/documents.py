@@ -129,7 +129,7 @@ class ResultsDocument:
     federation : FederationSummary, optional
         A federated run's rounds.
     privacy : dict, optional
-        Privacy spent per platform.
+        Privacy spent per platform (a federated run writes null without DP).
     clients : dict, optional
         With user shards: every client's own results.
     audit : dict, optional
@@ -159,7 +159,8 @@ class ResultsDocument:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object (``command``, ``config``, ``platforms`` first; unset optional fields left out)."""
-        out = _json(self, ("cross_platform_loss",))
+        federated = ("privacy",) if self.federation is not None else ()  # null there without DP
+        out = _json(self, ("cross_platform_loss", *federated))
         head = {k: out.pop(k) for k in ("command", "config", "platforms")}
         seconds = out.pop("seconds")
         tail: dict[str, Any] = {k: out.pop(k) for k in ("comparison", "joint_model") if k in out}  # added later

@@ -32,6 +32,7 @@ def test_a_federated_document_reads_typed_and_keeps_what_it_does_not_model() -> 
     raw = doc.to_json()
     assert list(raw)[-2:] == ["seconds", "comparison"]  # added by fedrec simulate after the run
     assert raw["federation"]["new"] == 1 and raw["federation"]["initial"] is None and raw["evaluation"] == "x"
+    assert raw["privacy"] is None  # a federated run's privacy block is there, null without DP
     back = ResultsDocument.from_json(json.loads(json.dumps(raw)))
     assert back == doc and back.federation is not None and back.federation.best_round == 2
     assert math.isnan(ResultsDocument.from_json({"command": "train"}).seconds)  # unknown, not zero
