@@ -20,6 +20,7 @@ from fedrec.cli.bench.common import (
     ratio,
     write_result,
 )
+from fedrec.documents import BenchDocument
 
 
 def test_machine_info_names_cores_cpu_and_torch() -> None:
@@ -51,8 +52,9 @@ def test_peak_rss_is_reset_between_phases() -> None:
 
 
 def test_write_result_is_json_without_nan(tmp_path: Path) -> None:
-    path = write_result(tmp_path / "out", "x", {"a": float("nan"), "b": [1.5, float("inf")]})
-    assert path.name == "bench_x.json" and json.loads(path.read_text()) == {"a": None, "b": [1.5, None]}
+    doc = BenchDocument("x", False, {}, {}, [{"a": float("nan"), "b": [1.5, float("inf")]}], {}, 1.0, ["fedrec"])
+    path = write_result(tmp_path / "out", "x", doc)
+    assert path.name == "bench_x.json" and json.loads(path.read_text())["rows"] == [{"a": None, "b": [1.5, None]}]
 
 
 def test_compose_applies_smoke_then_user_overrides() -> None:
