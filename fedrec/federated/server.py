@@ -38,7 +38,7 @@ from fedrec.federated.shards import by_platform, client_names, shards_per_platfo
 from fedrec.federated.summary import privacy_summary, round_line
 from fedrec.federated.supported import check_supported
 from fedrec.io import save_torch, write_json
-from fedrec.results import cross_platform_loss, results_document, write_results
+from fedrec.results import cross_platform_loss, results_document
 
 LogFn = Callable[[int, str], None]
 MIB = 1024**2
@@ -484,5 +484,6 @@ class Coordinator:
             privacy=privacy_summary(self.cfg, self.history),
             **extra,
         )
-        write_results(self.out_dir, str(self.cfg.output), doc)
-        return doc.to_json()
+        written = doc.to_json()
+        write_json(self.out_dir / str(self.cfg.output), written)
+        return written
