@@ -252,6 +252,11 @@ class FederationConfig:
         "fedrec simulate: afterwards train each platform's local-only model with the same local compute as its "
         "client (steps over all rounds) and score every local adapter on every platform (the transfer matrix).",
     )
+    compare_parallel: bool = _f(
+        True,
+        "fedrec simulate, model=seqrec: train each platform's local-only model in a process of its own (one torch "
+        "thread per core it gets), as the simulation's clients; false: one after another in the main process.",
+    )
     compare_baselines: list[str] = _f(
         ["mostpop", "itemknn"],
         "fedrec simulate: protocol baselines scored beside the joint model ([] = none).",
