@@ -10,14 +10,20 @@ exclusion set, which ``torchmetrics``' retrieval metrics do not.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
 import torch
 
 from fedrec.data.types import PlatformData
+from fedrec.metrics import K, metric_names
 
 ScoreFn = Callable[[Sequence[int], str], torch.Tensor]
+#: the key of one score variant (a blend weight, ``"served"``/``"shared"``, ...)
+V = TypeVar("V", bound=Hashable)
+#: ``fn(user_indices, split) -> {variant: [len(user_indices), n_items] scores}``
+VariantScoreFn = Callable[[Sequence[int], str], Mapping[V, torch.Tensor]]
 
 
 def check_finite(scores: torch.Tensor) -> None:
@@ -69,7 +75,7 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: Sequence[
     return 1 + (scores > target_scores[:, None]).sum(dim=1)
 
 
-def metrics_from_ranks(ranks: np.ndarray | torch.Tensor, k: int = 10) -> dict[str, float]:
+def metrics_from_ranks(ranks: np.ndarray | torch.Tensor, k: int = K) -> dict[str, float]:
     """HR@k, NDCG@k and MRR averaged over users, plus the user count.
 
     Parameters
@@ -81,10 +87,11 @@ def metrics_from_ranks(ranks: np.ndarray | torch.Tensor, k: int = 10) -> dict[st
     """
     r = np.asarray(ranks, dtype=np.float64)
     hit = r <= k
+    hr, ndcg, mrr, _ = metric_names(k)
     return {
-        f"HR@{k}": float(hit.mean()) if len(r) else 0.0,
-        f"NDCG@{k}": float(np.where(hit, 1.0 / np.log2(r + 1.0), 0.0).mean()) if len(r) else 0.0,
-        "MRR": float((1.0 / r).mean()) if len(r) else 0.0,
+        hr: float(hit.mean()) if len(r) else 0.0,
+        ndcg: float(np.where(hit, 1.0 / np.log2(r + 1.0), 0.0).mean()) if len(r) else 0.0,
+        mrr: float((1.0 / r).mean()) if len(r) else 0.0,
         "users": len(r),
     }
 
@@ -133,7 +140,7 @@ class RankingAccumulator:
         Cut-off of HR, NDCG and coverage.
     """
 
-    def __init__(self, num_items: int, k: int = 10) -> None:
+    def __init__(self, num_items: int, k: int = K) -> None:
         self.num_items, self.k = num_items, k
         self.ranks: list[torch.Tensor] = []
         self.losses: list[torch.Tensor] = []
@@ -158,18 +165,24 @@ class RankingAccumulator:
         ranks = torch.cat(self.ranks) if self.ranks else torch.zeros(0)
         out = metrics_from_ranks(ranks.numpy(), self.k)
         out["loss"] = float(torch.cat(self.losses).double().mean()) if self.losses else float("nan")
-        out[f"coverage@{self.k}"] = float(self.shown.sum()) / max(1, self.num_items)
+        out[metric_names(self.k)[3]] = float(self.shown.sum()) / max(1, self.num_items)
         return out
 
 
-def evaluate_ranking(
+def evaluate_ranking_variants(
     data: PlatformData,
     split: str,
-    score_fn: ScoreFn,
+    score_fn: VariantScoreFn[V],
+    variants: Sequence[V],
     batch_size: int = 256,
     users: Sequence[int] | None = None,
-) -> dict[str, float]:
-    """Full-ranking metrics of a scorer on one platform and split.
+    loss: bool = False,
+) -> dict[V, dict[str, float]]:
+    """Full-ranking metrics of several score variants of one model, in one pass over the users.
+
+    Every model's evaluation goes through here (or :func:`evaluate_rankings`, its one-variant
+    form): the same candidate set (:func:`excluded_items`), tie rule and refusal of
+    non-finite scores (:func:`check_finite`: a NaN target would rank first) for all.
 
     Parameters
     ----------
@@ -178,30 +191,74 @@ def evaluate_ranking(
     split : {"valid", "test"}
         Which held-out item to rank.
     score_fn : callable
-        ``score_fn(user_indices, split) -> [len(user_indices), n_items]`` scores; it
-        may use only ``data.history(u, split)`` for each user.
+        ``score_fn(user_indices, split) -> {variant: [len(user_indices), n_items] scores}``
+        holding at least ``variants`` (e.g. the served model and the shared part alone, or
+        one blend weight each); it may use only ``data.history(u, split)`` for each user.
+    variants : sequence
+        The variants to score.
     batch_size : int, default 256
         Users scored per call.
     users : sequence of int, optional
         Subset of users; defaults to all evaluated users.
+    loss : bool, default False
+        Report the mean full-catalogue softmax loss of the target (``"loss"``): for scores
+        that are logits; a baseline's are not.
 
     Returns
     -------
     dict
-        ``HR@10``, ``NDCG@10``, ``MRR``, ``coverage@10`` and ``users`` (see
-        :class:`RankingAccumulator`; the softmax loss is left out: a baseline's scores
-        are not logits).
+        Per variant: ``HR@10``, ``NDCG@10``, ``MRR``, ``coverage@10``, ``users`` (see
+        :class:`RankingAccumulator`) and, with ``loss``, ``loss``.
+
+    Raises
+    ------
+    ValueError
+        On a NaN or +inf score (:func:`check_finite`).
     """
     users = list(range(data.num_users)) if users is None else list(users)
     targets = data.target(split)
-    acc = RankingAccumulator(data.num_items)
+    accs = {v: RankingAccumulator(data.num_items) for v in variants}
     for start in range(0, len(users), batch_size):
         chunk = users[start : start + batch_size]
-        acc.add(
-            score_fn(chunk, split),
-            torch.as_tensor(targets[chunk]),
-            [excluded_items(data, u, split) for u in chunk],
-        )
-    out = acc.result()
-    del out["loss"]
+        exclude = [excluded_items(data, u, split) for u in chunk]
+        scored = score_fn(chunk, split)
+        for v, acc in accs.items():
+            acc.add(scored[v], torch.as_tensor(targets[chunk]), exclude)
+    out = {v: acc.result() for v, acc in accs.items()}
+    if not loss:
+        for m in out.values():
+            del m["loss"]
     return out
+
+
+def evaluate_rankings(
+    data: PlatformData,
+    split: str,
+    score_fn: ScoreFn,
+    batch_size: int = 256,
+    users: Sequence[int] | None = None,
+    loss: bool = False,
+) -> dict[str, float]:
+    """Full-ranking metrics of a scorer on one platform and split: :func:`evaluate_ranking_variants` of one variant.
+
+    Parameters
+    ----------
+    score_fn : callable
+        ``score_fn(user_indices, split) -> [len(user_indices), n_items]`` scores; it
+        may use only ``data.history(u, split)`` for each user.
+
+    Returns
+    -------
+    dict
+        ``HR@10``, ``NDCG@10``, ``MRR``, ``coverage@10``, ``users`` and, with ``loss``, ``loss``.
+
+    Notes
+    -----
+    ``data``, ``split``, ``batch_size``, ``users`` and ``loss`` are those of
+    :func:`evaluate_ranking_variants`.
+    """
+
+    def one(chunk: Sequence[int], split: str) -> dict[None, torch.Tensor]:
+        return {None: score_fn(chunk, split)}
+
+    return evaluate_ranking_variants(data, split, one, [None], batch_size, users, loss)[None]

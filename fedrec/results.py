@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from fedrec.documents import ResultsDocument
 from fedrec.io import write_json
 from fedrec.metrics import EXTRA_METRICS, METRICS
 
@@ -42,22 +43,20 @@ def cross_platform_loss(losses: Mapping[str, float], users: Mapping[str, int], w
 
 
 def results_document(
-    command: str, cfg: DictConfig, platforms: dict[str, Any], seconds: float, **extra: Any
-) -> dict[str, Any]:
-    """The ``results.json`` document: command, resolved config, per-platform results, seconds."""
-    doc: dict[str, Any] = {
-        "command": command,
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "platforms": platforms,
-    }
-    doc.update(extra)
-    doc["seconds"] = round(seconds, 2)
-    return doc
+    command: str, cfg: DictConfig, platforms: dict[str, Any], seconds: float, **fields: Any
+) -> ResultsDocument:
+    """The ``results.json`` document: command, resolved config, per-platform results, seconds.
+
+    ``fields`` are the other :class:`~fedrec.documents.ResultsDocument` fields
+    (``cross_platform_loss``, ``federation``, ``audit``, ...).
+    """
+    config = {str(k): v for k, v in OmegaConf.to_container(cfg, resolve=True).items()}  # type: ignore[union-attr]
+    return ResultsDocument(command, config, platforms, round(seconds, 2), **fields)
 
 
-def write_results(folder: str | Path, name: str, doc: dict[str, Any]) -> Path:
+def write_results(folder: str | Path, name: str, doc: ResultsDocument) -> Path:
     """Atomically write ``doc`` to ``folder/name``."""
-    return write_json(Path(folder) / name, doc)
+    return write_json(Path(folder) / name, doc.to_json())
 
 
 def print_table(

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from fedrec.data.types import PlatformData
-from fedrec.evaluate import RankingAccumulator
+from fedrec.evaluate import evaluate_rankings
 from fedrec.io import save_torch
 from fedrec.model.backbone import autocast, batches
 from fedrec.model.encoder import LoraEncoder
@@ -419,12 +419,9 @@ class PlatformTask:
         if refresh or self.index is None:
             self.refresh_index()
         among = None if users is None else list(users)
-        users = list(range(self.data.num_users)) if users is None else list(users)
-        targets = self.data.target(split)
-        acc = RankingAccumulator(self.data.num_items)
+
+        def score(chunk: Sequence[int], split: str) -> torch.Tensor:
+            return self.score_users(chunk, split, among)
+
         with autocast(False):
-            for start in range(0, len(users), batch_size):
-                chunk = users[start : start + batch_size]
-                excl = [self.data.history(u, split) for u in chunk]
-                acc.add(self.score_users(chunk, split, among), torch.as_tensor(targets[chunk]), excl)
-        return acc.result()
+            return evaluate_rankings(self.data, split, score, batch_size, users, loss=True)

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from fedrec.steps import Step, StepHooks, StepStats, run_steps
 from fedrec.task import PlatformTask
 
 
@@ -150,30 +150,38 @@ def fit(
     last_refresh = [0] * len(tasks)
     sums = {t.name: 0.0 for t in tasks}
     counts = {t.name: 0 for t in tasks}
-    start = time.perf_counter()
-    bar = tqdm(plan, desc="train", unit="step", disable=not progress)
-    for step, (ti, rows) in enumerate(bar):
-        task = tasks[ti]
+
+    def before(step: int, item: tuple[int, np.ndarray]) -> None:
+        ti = item[0]
         if step - last_refresh[ti] >= index_refresh_steps:
-            task.refresh_index()
+            tasks[ti].refresh_index()
             last_refresh[ti] = step
-        batch = task.batch(rows, sample_negatives(task.data.num_items, num_negatives, rng))
-        losses = task.model(**batch)
-        loss = losses.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sums[task.name] += float(losses.detach().sum())
-        counts[task.name] += len(rows)
-        if step % 10 == 0:
-            seen = sum(counts.values())
-            bar.set_postfix(loss=f"{loss.item():.3f}", ex_s=f"{seen / (time.perf_counter() - start):.0f}")
-    bar.close()
+
+    def forward(item: tuple[int, np.ndarray]) -> Step:
+        task = tasks[item[0]]
+        return Step(task.model(**task.batch(item[1], sample_negatives(task.data.num_items, num_negatives, rng))))
+
+    def after(step: int, item: tuple[int, np.ndarray], result: Step) -> None:
+        assert result.losses is not None
+        name = tasks[item[0]].name
+        sums[name] += float(result.losses.detach().sum())
+        counts[name] += len(item[1])
+
+    def postfix(step: int, stats: StepStats, result: Step) -> dict[str, str]:
+        assert result.losses is not None
+        return {
+            "loss": f"{result.losses.mean().item():.3f}",
+            "ex_s": f"{stats.rows / (time.perf_counter() - start):.0f}",
+        }
+
+    start = time.perf_counter()
+    hooks = StepHooks(before=before, after=after, postfix=postfix, desc="train", progress=progress)
+    stats = run_steps(plan, forward, opt, hooks)
     for t in tasks:
         t.model.eval()
     return FitResult(
-        steps=len(plan),
+        steps=stats.steps,
         num_examples=counts,
         loss={k: sums[k] / max(1, counts[k]) for k in sums},
-        seconds=time.perf_counter() - start,
+        seconds=stats.seconds,
     )

@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from fedrec.data import PlatformData
-from fedrec.evaluate import RankingAccumulator, evaluate_ranking, metrics_from_ranks, target_ranks
+from fedrec.evaluate import (
+    RankingAccumulator,
+    evaluate_ranking_variants,
+    evaluate_rankings,
+    metrics_from_ranks,
+    target_ranks,
+)
 
 N_ITEMS = 13
 
@@ -85,14 +91,14 @@ def test_target_ranks_by_hand(split: str) -> None:
 @pytest.mark.parametrize("split", ["valid", "test"])
 @pytest.mark.parametrize("batch_size", [1, 2, 256])
 def test_evaluate_ranking_by_hand(split: str, batch_size: int) -> None:
-    got = evaluate_ranking(_platform(), split, _score_fn, batch_size=batch_size)
+    got = evaluate_rankings(_platform(), split, _score_fn, batch_size=batch_size)
     assert got["users"] == 3
     for name, value in HAND_METRICS[split].items():
         assert got[name] == pytest.approx(value, abs=1e-12), name
 
 
 def test_evaluate_ranking_user_subset() -> None:
-    got = evaluate_ranking(_platform(), "test", _score_fn, users=[2])
+    got = evaluate_rankings(_platform(), "test", _score_fn, users=[2])
     # u2's top-10 on test: every one of the 10 non-excluded items (of 13)
     assert got == {
         "HR@10": 1.0,
@@ -164,6 +170,40 @@ def test_non_finite_scores_are_an_error_never_a_hit(bad: float, where: str) -> N
     scores[1, 0 if where == "target" else 2] = bad
     with pytest.raises(ValueError, match="non-finite scores"):
         target_ranks(scores, torch.tensor([1, 0]), [np.array([], dtype=np.int64)] * 2)
+
+
+def test_variants_score_like_one_evaluation_each_in_one_pass() -> None:
+    calls: list[list[int]] = []
+
+    def variants(users: Sequence[int], split: str) -> dict[str, torch.Tensor]:
+        calls.append(list(users))
+        s = _score_fn(users, split)
+        return {"as is": s, "negated": -s}
+
+    got = evaluate_ranking_variants(_platform(), "test", variants, ["as is", "negated"], batch_size=2, loss=True)
+    assert calls == [[0, 1], [2]]  # the model scores each batch once for every variant
+    for name, fn in {"as is": _score_fn, "negated": lambda u, s: -_score_fn(u, s)}.items():
+        alone = evaluate_rankings(_platform(), "test", fn, batch_size=2, loss=True)
+        assert got[name] == alone
+    assert "loss" in got["as is"] and "loss" not in evaluate_rankings(_platform(), "test", _score_fn)
+
+
+@pytest.mark.parametrize("one", [True, False])
+def test_a_nan_target_score_is_refused_by_every_evaluation(one: bool) -> None:
+    """PROTOCOL.md's metric trap: NaN compares false with everything, so a NaN target would rank 1."""
+
+    def nan_target(users: Sequence[int], split: str) -> torch.Tensor:
+        s = _score_fn(users, split)
+        s[:, 2] = float("nan")  # u0's test target
+        return s
+
+    with pytest.raises(ValueError, match="non-finite scores"):
+        if one:
+            evaluate_rankings(_platform(), "test", nan_target)
+        else:
+            evaluate_ranking_variants(
+                _platform(), "test", lambda u, s: {"ok": _score_fn(u, s), "nan": nan_target(u, s)}, ["ok", "nan"]
+            )
 
 
 def test_minus_inf_marks_an_excluded_item_and_is_allowed() -> None:

@@ -1,4 +1,4 @@
-"""The baselines of PROTOCOL.md as score functions for :func:`fedrec.evaluate.evaluate_ranking`.
+"""The baselines of PROTOCOL.md as score functions for :func:`fedrec.evaluate.evaluate_rankings`.
 
 - :class:`MostPop` (:mod:`.mostpop`): items scored by their number of train interactions.
 - :class:`ItemKNN` (:mod:`.itemknn`): cosine item kNN on the binary train matrix, all neighbours.

@@ -29,7 +29,8 @@ import torch
 
 from fedrec.baselines.matrix import history_matrix, train_matrix
 from fedrec.data.types import PlatformData
-from fedrec.evaluate import evaluate_ranking
+from fedrec.evaluate import evaluate_rankings
+from fedrec.metrics import NDCG
 
 log = logging.getLogger("fedrec.baselines")
 
@@ -134,7 +135,7 @@ def fit_ease(data: PlatformData, lambdas: Sequence[float], batch_size: int = 256
     best: tuple[float, float] | None = None
     for lam in lambdas:
         model.set_lambda(float(lam))
-        ndcg = evaluate_ranking(data, "valid", model, batch_size=batch_size)["NDCG@10"]
+        ndcg = evaluate_rankings(data, "valid", model, batch_size=batch_size)[NDCG]
         valid[f"{float(lam):g}"] = ndcg
         log.info("EASE %s: λ=%g valid NDCG@10 %.4f", data.name, lam, ndcg)
         if best is None or ndcg > best[1]:
@@ -143,7 +144,7 @@ def fit_ease(data: PlatformData, lambdas: Sequence[float], batch_size: int = 256
     model.set_lambda(best[0])
     info = {
         "lambda": best[0],
-        "valid_NDCG@10": valid,
+        f"valid_{NDCG}": valid,
         "seconds": round(time.perf_counter() - wall, 2),
         "cpu_seconds": round(time.process_time() - cpu, 2),
     }

@@ -17,7 +17,7 @@ from fedrec.baselines.mostpop import MostPop
 from fedrec.baselines.sasrec import fit_sasrec
 from fedrec.config import SASRecConfig
 from fedrec.data.types import PlatformData
-from fedrec.evaluate import evaluate_ranking
+from fedrec.evaluate import evaluate_rankings
 
 log = logging.getLogger("fedrec.baselines")
 
@@ -117,7 +117,7 @@ def run_baselines(
                 vectors = encode_items(data.item_texts, backbone, cache_dir=cache_dir, loaded=loaded)
             score_fn = FrozenText(data, item_vectors=vectors)
         out: dict[str, dict[str, Any]] = {
-            split: evaluate_ranking(data, split, score_fn, batch_size=batch_size) for split in splits
+            split: evaluate_rankings(data, split, score_fn, batch_size=batch_size) for split in splits
         }
         if fit is not None:
             out["fit"] = fit

@@ -30,7 +30,8 @@ from torch import nn
 
 from fedrec.config import SASRecConfig
 from fedrec.data.types import PlatformData
-from fedrec.evaluate import evaluate_ranking
+from fedrec.evaluate import evaluate_rankings
+from fedrec.metrics import NDCG
 from fedrec.model.sequence import SequenceEncoder
 from fedrec.seqrec.rows import left_pad, sequential_rows
 
@@ -175,7 +176,7 @@ def fit_sasrec(
                 total, n = total + loss.item() * len(batch), n + len(batch)
             if epoch % int(s.eval_every) and epoch != int(s.max_epochs):
                 continue
-            ndcg = evaluate_ranking(data, "valid", scorer, batch_size=batch_size)["NDCG@10"]
+            ndcg = evaluate_rankings(data, "valid", scorer, batch_size=batch_size)[NDCG]
             curve.append([epoch, round(ndcg, 6)])
             log.info("SASRec %s epoch %d: train loss %.4f, valid NDCG@10 %.4f", data.name, epoch, total / n, ndcg)
             if ndcg > best:
@@ -192,7 +193,7 @@ def fit_sasrec(
     model.eval()
     info = {
         "best_epoch": best_epoch,
-        "best_valid_NDCG@10": best,
+        f"best_valid_{NDCG}": best,
         "epochs": epoch,
         "stopped": stopped,
         "still_improving": stopped == "max_epochs" and best_epoch == epoch,

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from fedrec.config import validate
 from fedrec.data.types import DataFormatError, DataMissingError
+from fedrec.metrics import NDCG
 from fedrec.model.backbone import BackboneMissingError
 
 log = logging.getLogger("fedrec")
@@ -139,7 +140,7 @@ def train_job(cfg: DictConfig) -> dict[str, Any]:
         DP_HINT if cfg.mode == "local" else "",  # DP-SGD trains each platform alone
     )
     print(f"results: {path}")
-    return doc
+    return doc.to_json()
 
 
 @cli_job
@@ -168,7 +169,7 @@ def baselines_job(cfg: DictConfig) -> dict[str, Any]:
     rows = [(p, baseline_label(m, v), v[split]) for p, ms in res.items() for m, v in ms.items()]
     print_table(f"fedrec baselines: {split}", rows)
     print(f"results: {path}")
-    return doc
+    return doc.to_json()
 
 
 @cli_job
@@ -181,48 +182,52 @@ def simulate_job(cfg: DictConfig) -> dict[str, Any]:
     final table shows, per platform, the joint model next to local-only and the
     baselines; everything goes into ``results.json`` (``comparison``).
     """
+    from fedrec.documents import ResultsDocument
     from fedrec.federated.compare import baselines, client_steps, local_only
     from fedrec.federated.replies import merge_local_reports
-    from fedrec.io import write_json
+    from fedrec.results import write_results
 
     start = time.perf_counter()
     from server.simulation import simulate
 
     out = output_dir()
-    doc = simulate(cfg, out)
+    raw = simulate(cfg, out)
     # the operator plays every platform here: a DP run's test metrics come from their local reports
-    merge_local_reports(doc, doc["config"]["federation"]["client_state_dir"])
+    merge_local_reports(raw, raw["config"]["federation"]["client_state_dir"])
+    doc = ResultsDocument.from_json(raw)
+    assert doc.federation is not None
     fed_seconds = time.perf_counter() - start
     comparison: dict[str, Any] = {}
     if cfg.federation.compare_local:
         t0 = time.perf_counter()
         log.info("local-only models at the same local compute as the clients, and the transfer matrix")
-        steps = client_steps(doc["federation"]["history"])
+        steps = client_steps(doc.federation.history)
         comparison["local_only"] = local_only(cfg, steps, progress=cfg.train.progress)
         comparison["local_only"]["seconds"] = round(time.perf_counter() - t0, 2)
     if cfg.federation.compare_baselines:
         t0 = time.perf_counter()
         comparison["baselines"] = baselines(cfg, list(cfg.federation.compare_baselines))
         comparison["baselines_seconds"] = round(time.perf_counter() - t0, 2)
-    doc["comparison"] = comparison
+    doc.comparison = comparison
     from fedrec.joint.export import unexportable
 
     skip = unexportable(cfg)
     if cfg.federation.export_joint_model and skip:
         log.warning("no joint model: %s", skip)
-        doc["joint_model"] = {"skipped": skip}
+        doc.joint_model = {"skipped": skip}
     elif cfg.federation.export_joint_model:
         from fedrec.joint import export_run
 
         t0 = time.perf_counter()
-        write_json(out / cfg.output, doc)
-        doc["joint_model"] = {"path": str(export_run(out)), "seconds": round(time.perf_counter() - t0, 2)}
-    doc["federation"]["simulation_seconds"] = round(fed_seconds, 2)
-    doc["federation"]["invocation_seconds"] = round(time.perf_counter() - start, 2)
-    path = write_json(out / cfg.output, doc)
-    print_simulation(doc)
+        write_results(out, cfg.output, doc)
+        doc.joint_model = {"path": str(export_run(out)), "seconds": round(time.perf_counter() - t0, 2)}
+    doc.federation.simulation_seconds = round(fed_seconds, 2)
+    doc.federation.invocation_seconds = round(time.perf_counter() - start, 2)
+    path = write_results(out, cfg.output, doc)
+    written = doc.to_json()
+    print_simulation(written)
     print(f"results: {path}")
-    return doc
+    return written
 
 
 def print_simulation(doc: dict[str, Any]) -> None:
@@ -444,7 +449,7 @@ def audit_job(cfg: DictConfig) -> dict[str, Any]:
         title=f"fedrec audit {audit['platform']}: {c['per_side']}+{c['per_side']} canaries, loss threshold, "
         f"confidence {cfg.audit.confidence:g}"
     )
-    for col in ("model", "attack", "formal ε", "AUC", "ε_lb", "ε_lb max", "ceiling", "NDCG@10"):
+    for col in ("model", "attack", "formal ε", "AUC", "ε_lb", "ε_lb max", "ceiling", NDCG):
         table.add_column(col, justify="left" if col in ("model", "attack") else "right", no_wrap=True)
     for r in audit["rows"]:
         table.add_row(
@@ -455,7 +460,7 @@ def audit_job(cfg: DictConfig) -> dict[str, Any]:
             f"{r['epsilon_lb']:.3f}",
             f"{r['epsilon_lb_max']:.3f}",
             f"{r['ceiling']:.2f}",
-            f"{r['test_NDCG@10']:.4f}",
+            f"{r[f'test_{NDCG}']:.4f}",
         )
     console = Console()
     if not console.is_terminal:  # a pipe or a file: do not squeeze the table into 80 columns
@@ -474,4 +479,4 @@ def audit_job(cfg: DictConfig) -> dict[str, Any]:
             console.print(f"[bold red]{message}[/bold red]", highlight=False)
             print(message, file=sys.stderr)
         raise SystemExit(3)
-    return doc
+    return doc.to_json()

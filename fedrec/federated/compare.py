@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig
 
 from fedrec.federated.replies import SHARED_PREFIX
+from fedrec.metrics import NDCG
 
 log = logging.getLogger("fedrec.federated")
 
@@ -137,7 +138,7 @@ def baselines(cfg: DictConfig, models: Sequence[str], split: str = "test") -> di
     return {p: {m: v[split] for m, v in ms.items()} for p, ms in res.items()}
 
 
-def transfer_rows(doc: Mapping[str, Any], metric: str = "NDCG@10") -> list[list[str]]:
+def transfer_rows(doc: Mapping[str, Any], metric: str = NDCG) -> list[list[str]]:
     """The transfer matrix as table rows: one per adapter (``local:<platform>``, then ``joint``)."""
     tr = doc["comparison"]["local_only"]["transfer"]
     platforms = tr["platforms"]

@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from fedrec.io import write_json
+from fedrec.metrics import EXTRA_METRICS, METRICS
 
 #: the numeric training metrics a DP client may send (besides its adapter)
 PUBLIC_TRAIN_KEYS = ("num-examples", "steps", "epsilon", "delta", "noise_multiplier", "max_grad_norm", "sample_rate")
 #: a DP client's evaluation reply: its metrics stayed in its local report
 WITHHELD = "withheld"
 #: the metrics an evaluation reply carries in a non-private run
-EVAL_KEYS = ("loss", "HR@10", "NDCG@10", "MRR", "coverage@10")
+EVAL_KEYS = ("loss", *METRICS, *EXTRA_METRICS)
 #: the sequence model's test replies also carry its shared part's metrics, and with a prior the
 #: unblended personal model's, under these prefixes (and the blend weight, ``prior-weight``)
 SHARED_PREFIX, PERSONAL_PREFIX = "shared-", "personal-"
@@ -104,7 +105,7 @@ def is_withheld(metrics: Mapping[str, Any]) -> bool:
 
 
 #: the metrics the server needs from a (non-withheld) evaluation reply; the rank metrics lie in [0, 1]
-REQUIRED_EVAL_KEYS = ("loss", "users", "HR@10", "NDCG@10", "MRR")
+REQUIRED_EVAL_KEYS = ("loss", "users", *METRICS)
 
 
 def check_evaluation(metrics: Mapping[str, Any]) -> str | None:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from fedrec.documents import FederationSummary
 from fedrec.federated.aggregate import aggregate, check_update, check_weight, state_nbytes
 from fedrec.federated.arrays import to_numpy
 from fedrec.federated.checkpoint import CHECKPOINT, describe, load_checkpoint, save_checkpoint
@@ -37,7 +38,7 @@ from fedrec.federated.shards import by_platform, client_names, shards_per_platfo
 from fedrec.federated.summary import privacy_summary, round_line
 from fedrec.federated.supported import check_supported
 from fedrec.io import save_torch, write_json
-from fedrec.results import cross_platform_loss, results_document
+from fedrec.results import cross_platform_loss, results_document, write_results
 
 LogFn = Callable[[int, str], None]
 MIB = 1024**2
@@ -467,21 +468,21 @@ class Coordinator:
             platforms,
             self.elapsed,
             cross_platform_loss=self.best_loss,
-            federation={
-                "aggregation": self.mode,
-                "rounds": self.round,
-                "run_key": self.run_key,  # names the clients' state folders (their local reports)
-                "best_round": self.best_round,
-                "adapter_bytes": adapter,
-                "backbone_bytes": self.backbone_bytes,
-                "adapter_to_backbone": adapter / self.backbone_bytes if self.backbone_bytes else None,
-                "mean_round_seconds": float(np.mean([h["seconds"] for h in rounds])) if rounds else None,
-                "rejected": sum(len(h["rejected"]) for h in rounds),
-                "history": self.history,
-                "initial": self.initial,
-            },
+            federation=FederationSummary(
+                aggregation=self.mode,
+                rounds=self.round,
+                run_key=self.run_key,  # names the clients' state folders (their local reports)
+                best_round=self.best_round,
+                adapter_bytes=adapter,
+                backbone_bytes=self.backbone_bytes,
+                adapter_to_backbone=adapter / self.backbone_bytes if self.backbone_bytes else None,
+                mean_round_seconds=float(np.mean([h["seconds"] for h in rounds])) if rounds else None,
+                rejected=sum(len(h["rejected"]) for h in rounds),
+                history=self.history,
+                initial=self.initial,
+            ),
             privacy=privacy_summary(self.cfg, self.history),
             **extra,
         )
-        write_json(self.out_dir / str(self.cfg.output), doc)
-        return doc
+        write_results(self.out_dir, str(self.cfg.output), doc)
+        return doc.to_json()

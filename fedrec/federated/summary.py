@@ -11,14 +11,16 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from fedrec.metrics import NDCG
+
 
 def round_line(entry: dict[str, Any], rounds: int, best_round: int | None) -> str:
     """One progress line for a round (``rounds`` in all; the best round so far)."""
     x = entry["cross_platform_loss"]
     parts = [f"round {entry['round']}/{rounds}", f"xloss {x:.4f}" if x is not None else "xloss n/a"]
     for p, v in entry["platforms"].items():
-        if v["valid"] and "NDCG@10" in v["valid"]:
-            parts.append(f"{p} NDCG@10 {v['valid']['NDCG@10']:.4f}")
+        if v["valid"] and NDCG in v["valid"]:
+            parts.append(f"{p} {NDCG} {v['valid'][NDCG]:.4f}")
     eps = epsilons(entry)
     if eps:
         parts.append("eps " + " ".join(f"{p} {e:.3g}" for p, e in eps.items()))

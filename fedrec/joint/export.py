@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from fedrec.documents import FederationSummary, read_results
 from fedrec.federated.checkpoint import CHECKPOINT, load_checkpoint
 
 if TYPE_CHECKING:
@@ -217,9 +218,8 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, adapter: str 
     problem = unexportable(cfg)
     if problem:
         raise ValueError(f"{run_dir}: {problem}")
-    results = json.loads((run_dir / "results.json").read_text())
-    fed = results.get("federation", {})
-    rnd = int(fed.get("best_round") or fed.get("rounds") or 0) if adapter == "best" else int(fed.get("rounds") or 0)
+    fed = read_results(run_dir / "results.json").federation or FederationSummary()
+    rnd = int(fed.best_round or fed.rounds) if adapter == "best" else int(fed.rounds)
     state = torch.load(run_dir / f"{adapter}_adapter.pt", weights_only=True)
     ckpt_dir = Path(str(cfg.federation.checkpoint_dir or run_dir / "checkpoint"))
     ck = load_checkpoint(ckpt_dir / CHECKPOINT, lambda msg: log.warning("%s", msg))
@@ -233,5 +233,5 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, adapter: str 
         if found is not None:
             local[name] = found[1]
     source = {"run_dir": str(run_dir.resolve()), "adapter": adapter, "round": rnd}
-    source["aggregation"] = fed.get("aggregation")
+    source["aggregation"] = fed.aggregation or None
     return export_joint_model(cfg, state, Path(out) if out else run_dir / "joint_model", local, source)

@@ -67,6 +67,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from fedrec.metrics import NDCG
 from fedrec.privacy.canaries import (
     ATTACK_PARAMETERS,
     ATTACKS,
@@ -289,7 +290,7 @@ def run_audit(cfg: DictConfig) -> dict[str, Any]:
                     **result.to_dict(),
                     "member_loss": float(np.median(losses[canaries.member])),
                     "nonmember_loss": float(np.median(losses[~canaries.member])),
-                    "test_NDCG@10": test["NDCG@10"],
+                    f"test_{NDCG}": test[NDCG],
                 }
             )
             message = bound_violation(model, attack, result.epsilon_lb, epsilon, float(a.confidence))

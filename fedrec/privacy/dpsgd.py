@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -49,12 +48,12 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from tqdm.auto import tqdm
 
 from fedrec.privacy.accounting import PrivacyLedger
 from fedrec.privacy.per_sample import FP32DPOptimizer, PerSampleGradients
 from fedrec.privacy.plan import DPPlan, count_users, dp_steps, ledger_from_config, plan_from_config, plan_private
 from fedrec.privacy.sampling import UserSampler
+from fedrec.steps import Step, StepHooks, StepStats, run_steps
 from fedrec.task import PlatformTask
 from fedrec.train import FitResult, sample_negatives, trainable_parameters
 
@@ -161,6 +160,59 @@ def noise_generator(plan: DPPlan, seed: int) -> torch.Generator:
     return g
 
 
+@dataclass
+class DPCounts:
+    """A DP-SGD round's step hooks and counts for :func:`fedrec.steps.run_steps` (two-tower and sequence model).
+
+    Between backward and the optimiser step, every dense parameter the rows did not reach
+    gets zero per-row gradients (all of them on an empty step: the step still releases
+    noise, so the step count stays exact); after it, the rows whose gradient norm exceeded
+    the clipping bound are counted.
+
+    Parameters
+    ----------
+    max_grad_norm : float
+        The clipping bound.
+    """
+
+    max_grad_norm: float
+    empty: int = 0
+    clipped: int = 0
+
+    def hooks(self, opt: FP32DPOptimizer, **kw: Any) -> StepHooks[int]:
+        """:class:`~fedrec.steps.StepHooks` with this round's ``after_backward`` and ``after`` (``kw``: the rest)."""
+
+        def after_backward(result: Step) -> None:
+            if result.losses is None:
+                self.empty += 1
+                for p in opt.dense_params:
+                    p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)
+                return
+            for p in opt.dense_params:  # a parameter the forward did not reach: zero per-sample grads
+                if getattr(p, "grad_sample", None) is None:
+                    p.grad_sample = torch.zeros((len(result.losses), *p.shape), dtype=p.dtype)
+
+        def after(step: int, item: int, result: Step) -> None:
+            if opt.last_norms is not None and len(opt.last_norms):
+                self.clipped += int((opt.last_norms > self.max_grad_norm).sum())
+
+        return StepHooks(after_backward=after_backward, after=after, **kw)
+
+    def result(self, stats: StepStats, name: str, plan: DPPlan, ledger: PrivacyLedger, **mech: Any) -> PrivateFitResult:
+        """The round's :class:`PrivateFitResult` from the loop's ``stats``."""
+        return PrivateFitResult(
+            steps=stats.steps,
+            num_examples={name: round(stats.steps * plan.expected_batch_size)},
+            loss={name: stats.loss if stats.rows else math.nan},
+            seconds=stats.seconds,
+            epsilon=ledger.epsilon(),
+            sampled_examples=stats.rows,
+            empty_steps=self.empty,
+            clipped_fraction=self.clipped / stats.rows if stats.rows else math.nan,
+            **mech,
+        )
+
+
 def train_private(
     task: PlatformTask,
     plan: DPPlan,
@@ -258,53 +310,33 @@ def train_private(
         generator=gen,
         secure_mode=plan.secure_mode,
     )
-    loss_sum, sampled, empty, clipped = 0.0, 0, 0, 0
-    start = time.perf_counter()
-    bar = tqdm(range(steps), desc=f"dp-train {task.name}", unit="step", disable=not progress)
+    counts = DPCounts(plan.max_grad_norm)
+
+    def before(step: int, _: int) -> None:
+        if step > 0 and step % index_refresh_steps == 0:
+            task.refresh_index()
+        if plan.secure_mode:
+            gen.manual_seed(int.from_bytes(os.urandom(8), "little"))
+
+    def forward(_: int) -> Step:
+        rows = sampler.sample()
+        if len(rows) == 0:
+            return Step(None)
+        return Step(per_sample(**task.batch(rows, sample_negatives(task.data.num_items, num_negatives, rng))))
+
+    def postfix(step: int, stats: StepStats, result: Step) -> dict[str, str] | None:
+        return {"loss": f"{stats.loss:.3f}", "eps": f"{ledger.epsilon():.2f}"} if stats.rows else None
+
+    hooks = counts.hooks(opt, desc=f"dp-train {task.name}", progress=progress, before=before, postfix=postfix)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            for step in bar:
-                if step > 0 and step % index_refresh_steps == 0:
-                    task.refresh_index()
-                if plan.secure_mode:
-                    gen.manual_seed(int.from_bytes(os.urandom(8), "little"))
-                rows = sampler.sample()
-                opt.zero_grad(set_to_none=True)
-                if len(rows) == 0:
-                    empty += 1
-                    for p in opt.dense_params:
-                        p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)
-                else:
-                    batch = task.batch(rows, sample_negatives(task.data.num_items, num_negatives, rng))
-                    losses = per_sample(**batch)
-                    losses.sum().backward()
-                    for p in opt.dense_params:  # a parameter the forward did not reach: zero per-sample grads
-                        if getattr(p, "grad_sample", None) is None:
-                            p.grad_sample = torch.zeros((len(rows), *p.shape), dtype=p.dtype)
-                    loss_sum += float(losses.detach().sum())
-                    sampled += len(rows)
-                opt.step()
-                if opt.last_norms is not None and len(opt.last_norms):
-                    clipped += int((opt.last_norms > plan.max_grad_norm).sum())
-                if step % 10 == 0 and sampled:
-                    bar.set_postfix(loss=f"{loss_sum / sampled:.3f}", eps=f"{ledger.epsilon():.2f}")
+            stats = run_steps(range(steps), forward, opt, hooks, reduction="sum")
     finally:
-        bar.close()
         opt.zero_grad(set_to_none=True)
         per_sample.close()  # removes the hooks and Opacus's per-parameter attributes
         task.model.eval()
-    return PrivateFitResult(
-        steps=steps,
-        num_examples={task.name: round(steps * plan.expected_batch_size)},
-        loss={task.name: loss_sum / sampled if sampled else math.nan},
-        seconds=time.perf_counter() - start,
-        epsilon=ledger.epsilon(),
-        sampled_examples=sampled,
-        empty_steps=empty,
-        clipped_fraction=clipped / sampled if sampled else math.nan,
-        **mech,  # type: ignore[arg-type]
-    )
+    return counts.result(stats, task.name, plan, ledger, **mech)
 
 
 def train_private_from_config(

@@ -22,9 +22,11 @@ import numpy as np
 import torch
 
 from fedrec.federated.arrays import to_numpy, to_torch
+from fedrec.metrics import NDCG
 from fedrec.seqrec.model import PersonalModel
 from fedrec.seqrec.prior import Prior
-from fedrec.seqrec.task import SeqTask, StepStats
+from fedrec.seqrec.task import SeqTask
+from fedrec.steps import StepStats
 
 
 class SeqPlatform:
@@ -157,7 +159,7 @@ class SeqPlatform:
             stats = self.task.personalize(step, batch_size, lr, rng, resume=done > 0)
             done += step
             seconds += stats.seconds
-            ndcg = self.task.evaluate("valid", "personal", users=users)["NDCG@10"]
+            ndcg = self.task.evaluate("valid", "personal", users=users)[NDCG]
             if ndcg > best[0]:
                 assert self.task.personal is not None
                 best = (ndcg, done, {k: v.detach().clone() for k, v in self.task.personal.state_dict().items()})
@@ -169,6 +171,6 @@ class SeqPlatform:
         """Attach ``prior`` with the blend weight of the best validation NDCG@10 (ties: the smaller weight)."""
         self.task.prior = prior
         res = self.task.evaluate_blends("valid", list(weights), "personal", batch_size=batch_size)
-        prior.weight = float(max(weights, key=lambda w: (res[w]["NDCG@10"], -w)))
-        prior.info["valid_NDCG@10"] = {f"{w:g}": res[w]["NDCG@10"] for w in weights}
+        prior.weight = float(max(weights, key=lambda w: (res[w][NDCG], -w)))
+        prior.info[f"valid_{NDCG}"] = {f"{w:g}": res[w][NDCG] for w in weights}
         return prior

@@ -21,8 +21,6 @@ How a step works
 
 from __future__ import annotations
 
-import math
-import time
 from typing import Any
 
 import numpy as np
@@ -31,11 +29,12 @@ from opacus.grad_sample import GradSampleModule
 from torch import nn
 
 from fedrec.privacy.accounting import PrivacyLedger
-from fedrec.privacy.dpsgd import DPPlan, PrivateFitResult, noise_generator
+from fedrec.privacy.dpsgd import DPCounts, DPPlan, PrivateFitResult, noise_generator
 from fedrec.privacy.per_sample import FP32DPOptimizer, FP32GradSampleModule, PerSampleGradients
 from fedrec.privacy.sampling import UserSampler
 from fedrec.seqrec.model import SharedSequenceModel, row_loss
 from fedrec.seqrec.rows import Rows
+from fedrec.steps import Step, run_steps
 
 
 class TiedOutput(nn.Module):
@@ -149,39 +148,16 @@ def train_shared_private(
         generator=noise_generator(plan, seed),
         secure_mode=plan.secure_mode,
     )
-    loss_sum, sampled, empty, clipped = 0.0, 0, 0, 0
-    start = time.perf_counter()
+    counts = DPCounts(plan.max_grad_norm)
+
+    def forward(_: int) -> Step:
+        picked = users[sampler.sample()]
+        return Step(per_sample(text, task.rows(picked, row_rng)) if len(picked) else None)
+
     try:
-        for _ in range(steps):
-            picked = users[sampler.sample()]
-            opt.zero_grad(set_to_none=True)
-            if len(picked) == 0:  # nobody sampled: the step still releases noise (exact step count)
-                empty += 1
-                for p in opt.dense_params:
-                    p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)
-            else:
-                losses = per_sample(text, task.rows(picked, row_rng))
-                losses.sum().backward()
-                for p in opt.dense_params:  # a parameter the rows did not reach: zero per-row gradients
-                    if getattr(p, "grad_sample", None) is None:
-                        p.grad_sample = torch.zeros((len(picked), *p.shape), dtype=p.dtype)
-                loss_sum += float(losses.detach().sum())
-                sampled += len(picked)
-            opt.step()
-            if opt.last_norms is not None and len(opt.last_norms):
-                clipped += int((opt.last_norms > plan.max_grad_norm).sum())
+        stats = run_steps(range(steps), forward, opt, counts.hooks(opt), reduction="sum")
     finally:
         opt.zero_grad(set_to_none=True)
         per_sample.close()
         task.shared.eval()
-    return PrivateFitResult(
-        steps=steps,
-        num_examples={task.name: round(steps * plan.expected_batch_size)},
-        loss={task.name: loss_sum / sampled if sampled else math.nan},
-        seconds=time.perf_counter() - start,
-        epsilon=ledger.epsilon(),
-        sampled_examples=sampled,
-        empty_steps=empty,
-        clipped_fraction=clipped / sampled if sampled else math.nan,
-        **mech,  # type: ignore[arg-type]
-    )
+    return counts.result(stats, task.name, plan, ledger, **mech)

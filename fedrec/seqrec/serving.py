@@ -58,16 +58,19 @@ def served_metrics(plat: SeqPlatform, split: str, users: Sequence[int] | None, b
     ``personal-`` and the blend weight as ``prior-weight``.
     """
     task = plat.task
-    out: dict[str, Any]
-    if task.prior is not None:
-        res = task.evaluate_blends(split, [None, task.prior.weight], "personal", users, batch_size)
-        out = dict(res[task.prior.weight])
-        out.update(_prefixed(PERSONAL_PREFIX, res[None]))
-        out["prior-weight"] = task.prior.weight
-    else:
-        out = task.evaluate(split, "personal", users=users, batch_size=batch_size)
+    weight = None if task.prior is None else task.prior.weight
+    variants: list[tuple[str, float | None]] = [("personal", weight)]
+    if weight is not None:
+        variants.append(("personal", None))
     if task.personal is not None:
-        out.update(_prefixed(SHARED_PREFIX, task.evaluate(split, "shared", users=users, batch_size=batch_size)))
+        variants.append(("shared", None))
+    res = task.evaluate_variants(split, variants, users, batch_size)  # one pass over the users
+    out = dict(res[("personal", weight)])
+    if weight is not None:
+        out.update(_prefixed(PERSONAL_PREFIX, res[("personal", None)]))
+        out["prior-weight"] = weight
+    if task.personal is not None:
+        out.update(_prefixed(SHARED_PREFIX, res[("shared", None)]))
     return out
 
 

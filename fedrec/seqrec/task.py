@@ -11,34 +11,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from fedrec.data.types import PlatformData
-from fedrec.evaluate import RankingAccumulator
+from fedrec.evaluate import evaluate_ranking_variants
 from fedrec.seqrec.model import PersonalModel, SharedSequenceModel, shared_scores
 from fedrec.seqrec.prior import Prior, blend
 from fedrec.seqrec.rows import Rows, holdout_rows, left_pad, sequential_rows
 from fedrec.seqrec.text import ItemText
-
-
-@dataclass
-class StepStats:
-    """What a training call reports: steps, rows (users) and targets seen, mean loss, seconds."""
-
-    steps: int = 0
-    rows: int = 0
-    targets: int = 0
-    loss_sum: float = 0.0
-    seconds: float = 0.0
-    losses: list[float] = field(default_factory=list, repr=False)
-
-    @property
-    def loss(self) -> float:
-        """Mean per-row loss."""
-        return self.loss_sum / self.rows if self.rows else float("nan")
+from fedrec.steps import Step, StepHooks, StepStats, run_steps
 
 
 class SeqTask:
@@ -134,23 +117,22 @@ class SeqTask:
     def train_shared(
         self, optimizer: torch.optim.Optimizer, epochs: float, batch_size: int, rng: np.random.Generator
     ) -> StepStats:
-        """Train the shared part (and the adapter, when it is trained) on the text-path loss."""
-        stats = StepStats()
+        """Train the shared part (and the adapter, when it is trained) on the text-path loss.
+
+        ``seconds`` includes the adapter's last index refresh.
+        """
         start = time.perf_counter()
         self.shared.train()
-        for users in self.epoch_batches(batch_size, epochs, rng):
+
+        def forward(users: np.ndarray) -> Step:
             rows = self.rows(users, rng)
-            losses = self.shared.loss(self.step_text(rows, rng), rows)
-            loss = losses.mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            stats.steps += 1
-            stats.rows += len(rows)
-            stats.targets += int(rows.num_targets.sum())
-            stats.loss_sum += float(losses.detach().sum())
-            if self.text.adapter and stats.steps % self.refresh_steps == 0:
+            return Step(self.shared.loss(self.step_text(rows, rng), rows), int(rows.num_targets.sum()))
+
+        def after(step: int, users: np.ndarray, result: Step) -> None:
+            if self.text.adapter and (step + 1) % self.refresh_steps == 0:
                 self.text.refresh()
+
+        stats = run_steps(self.epoch_batches(batch_size, epochs, rng), forward, optimizer, StepHooks(after=after))
         if self.text.adapter and stats.steps:
             self.text.refresh()
         self.shared.eval()
@@ -169,20 +151,15 @@ class SeqTask:
         if not resume or self.personal is None:
             self.personal = PersonalModel(self.shared, self.data.num_items)
             self._personal_opt = torch.optim.Adam(self.personal.parameters(), lr=lr)
-        stats = StepStats()
-        start = time.perf_counter()
-        self.personal.train()
-        for users in self.epoch_batches(batch_size, epochs, rng):
+        personal = self.personal
+        personal.train()
+
+        def forward(users: np.ndarray) -> Step:
             rows = self.rows(users, rng)
-            losses = self.personal.loss(text, rows)
-            self._personal_opt.zero_grad(set_to_none=True)
-            losses.mean().backward()
-            self._personal_opt.step()
-            stats.steps += 1
-            stats.rows += len(rows)
-            stats.loss_sum += float(losses.detach().sum())
-        self.personal.eval()
-        stats.seconds = time.perf_counter() - start
+            return Step(personal.loss(text, rows), int(rows.num_targets.sum()))
+
+        stats = run_steps(self.epoch_batches(batch_size, epochs, rng), forward, self._personal_opt)
+        personal.eval()
         return stats
 
     # -- evaluation -------------------------------------------------------------------
@@ -220,15 +197,33 @@ class SeqTask:
         batch_size: int = 256,
     ) -> dict[float | None, dict[str, float]]:
         """:meth:`evaluate` of the model blended with the prior at each weight (None: no prior), in one pass."""
-        users = list(range(self.data.num_users)) if users is None else list(users)
-        targets = self.data.target(split)
-        accs = {w: RankingAccumulator(self.data.num_items) for w in weights}
-        for s in range(0, len(users), batch_size):
-            chunk = users[s : s + batch_size]
+        res = self.evaluate_variants(split, [(which, w) for w in weights], users, batch_size)
+        return {w: res[(which, w)] for w in weights}
+
+    @torch.no_grad()
+    def evaluate_variants(
+        self,
+        split: str,
+        variants: Sequence[tuple[str, float | None]],
+        users: Sequence[int] | None = None,
+        batch_size: int = 256,
+    ) -> dict[tuple[str, float | None], dict[str, float]]:
+        """:meth:`evaluate` of several ``(which, prior blend weight or None)`` variants in one pass over the users.
+
+        Each model (``which``) scores a batch once, the prior once, and every variant is ranked
+        from those scores (:func:`fedrec.evaluate.evaluate_ranking_variants`): e.g. the served
+        model, the personal model alone and the shared part alone.
+        """
+        variants = list(variants)
+        models = list(dict.fromkeys(which for which, _ in variants))
+
+        def score(chunk: Sequence[int], split: str) -> dict[tuple[str, float | None], torch.Tensor]:
             hist = [self.data.history(u, split) for u in chunk]
-            model = self.scores(hist, which)
-            prior = self.prior.scores(chunk, split) if self.prior is not None and any(w for w in weights) else None
-            for w, acc in accs.items():
-                scored = model if w is None or prior is None else blend(model, prior, float(w))
-                acc.add(scored, torch.as_tensor(targets[chunk]), hist)
-        return {w: acc.result() for w, acc in accs.items()}
+            scored = {which: self.scores(hist, which) for which in models}
+            prior = self.prior.scores(chunk, split) if self.prior is not None and any(w for _, w in variants) else None
+            return {
+                (which, w): scored[which] if w is None or prior is None else blend(scored[which], prior, float(w))
+                for which, w in variants
+            }
+
+        return evaluate_ranking_variants(self.data, split, score, variants, batch_size, users, loss=True)

@@ -8,7 +8,7 @@ import torch
 
 from fedrec.baselines import EASE, fit_ease
 from fedrec.data import PlatformData
-from fedrec.evaluate import evaluate_ranking
+from fedrec.evaluate import evaluate_rankings
 from tests.synthetic import platform_from_histories
 
 
@@ -71,13 +71,13 @@ def test_fit_ease_picks_the_best_valid_lambda() -> None:
         def score(users: list[int], split: str, b: torch.Tensor = b) -> torch.Tensor:
             return torch.from_numpy(_history(data, split)[users]) @ b
 
-        brute[lam] = evaluate_ranking(data, "valid", score)["NDCG@10"]
+        brute[lam] = evaluate_rankings(data, "valid", score)["NDCG@10"]
     assert len({round(v, 9) for v in brute.values()}) > 1  # the grid matters on this data
     best = max(grid, key=lambda lam: brute[lam])  # max returns the first of equal values
     model, info = fit_ease(data, grid)
     assert info["lambda"] == best and model.lam == best
     assert info["valid_NDCG@10"] == pytest.approx({f"{lam:g}": v for lam, v in brute.items()}, abs=1e-12)
-    assert evaluate_ranking(data, "valid", model)["NDCG@10"] == pytest.approx(brute[best], abs=1e-12)
+    assert evaluate_rankings(data, "valid", model)["NDCG@10"] == pytest.approx(brute[best], abs=1e-12)
 
 
 def test_ease_video_matches_protocol(platforms: dict[str, PlatformData]) -> None:
@@ -85,7 +85,7 @@ def test_ease_video_matches_protocol(platforms: dict[str, PlatformData]) -> None
     video = platforms["video"]
     model, info = fit_ease(video, [10.0, 50.0, 200.0, 500.0, 1000.0, 3000.0])
     assert info["lambda"] == 200.0
-    test = evaluate_ranking(video, "test", model)
+    test = evaluate_rankings(video, "test", model)
     assert test["users"] == 943
     assert test["HR@10"] == pytest.approx(0.0859, abs=1e-3)
     assert test["NDCG@10"] == pytest.approx(0.0391, abs=1e-3)

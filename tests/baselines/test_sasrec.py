@@ -9,7 +9,7 @@ import torch
 from fedrec.baselines import MostPop, fit_sasrec
 from fedrec.config import SASRecConfig
 from fedrec.data import PlatformData
-from fedrec.evaluate import evaluate_ranking
+from fedrec.evaluate import evaluate_rankings
 from tests.synthetic import platform_from_histories
 
 ITEMS = 30
@@ -41,13 +41,13 @@ SMALL = SASRecConfig(dim=32, max_len=10, layers=1, heads=2, dropout=0.1, lr=5e-3
 def test_sasrec_learns_a_planted_sequence() -> None:
     data = _successor_platform()
     scorer, info = fit_sasrec(data, SMALL, seed=0)
-    test = evaluate_ranking(data, "test", scorer)
-    pop = evaluate_ranking(data, "test", MostPop(data))
+    test = evaluate_rankings(data, "test", scorer)
+    pop = evaluate_rankings(data, "test", MostPop(data))
     assert test["NDCG@10"] > 0.8 > pop["NDCG@10"] + 0.4, (test, pop)
     # the model kept is the best valid epoch's
     curve = dict((int(e), v) for e, v in info["curve"])
     assert info["best_epoch"] == max(curve, key=lambda e: curve[e])
-    assert evaluate_ranking(data, "valid", scorer)["NDCG@10"] == pytest.approx(info["best_valid_NDCG@10"], abs=1e-9)
+    assert evaluate_rankings(data, "valid", scorer)["NDCG@10"] == pytest.approx(info["best_valid_NDCG@10"], abs=1e-9)
     assert info["stopped"] in ("patience", "max_epochs") and info["epochs"] <= SMALL.max_epochs
     assert info["cpu_seconds"] > 0
 
@@ -74,7 +74,7 @@ def test_sasrec_short_histories_are_finite_and_nan_weights_raise() -> None:
     with torch.no_grad():
         scorer.model.items.weight[3, 0] = float("nan")
     with pytest.raises(ValueError, match="non-finite scores"):
-        evaluate_ranking(data, "valid", scorer)
+        evaluate_rankings(data, "valid", scorer)
 
 
 def test_sasrec_refuses_a_platform_without_sequences() -> None:

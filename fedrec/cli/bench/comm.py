@@ -192,4 +192,4 @@ def run_comm(
             f"default mode {default_mode}; results: {path}",
         ],
     )
-    return doc
+    return doc.to_json()

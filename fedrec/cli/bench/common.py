@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
+from fedrec.documents import BenchDocument
 from fedrec.io import write_json
 
 MIB = 1024**2
@@ -225,23 +226,14 @@ def document(
     rows: list[dict[str, Any]],
     summary: dict[str, Any],
     seconds: float,
-) -> dict[str, Any]:
-    """The JSON document every benchmark writes (``bench_<name>.json``)."""
-    return {
-        "benchmark": name,
-        "smoke": smoke,
-        "machine": machine,
-        "settings": settings,
-        "rows": rows,
-        "summary": summary,
-        "seconds": round(seconds, 2),
-        "argv": sys.argv,
-    }
+) -> BenchDocument:
+    """The document every benchmark writes (``bench_<name>.json``)."""
+    return BenchDocument(name, smoke, machine, settings, rows, summary, round(seconds, 2), list(sys.argv))
 
 
-def write_result(out_dir: str | Path, name: str, doc: dict[str, Any]) -> Path:
+def write_result(out_dir: str | Path, name: str, doc: BenchDocument) -> Path:
     """Atomically write ``doc`` to ``<out_dir>/bench_<name>.json``; returns the path."""
-    return write_json(Path(out_dir) / f"bench_{name}.json", _finite(doc))
+    return write_json(Path(out_dir) / f"bench_{name}.json", _finite(doc.to_json()))
 
 
 def _finite(obj: Any) -> Any:

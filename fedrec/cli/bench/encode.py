@@ -244,7 +244,7 @@ def run_encode(
         "seed": seed,
     }
     doc = document(NAME, machine, smoke, settings, rows, summary, time.perf_counter() - start)
-    doc["latency"] = latency
+    doc.extra["latency"] = latency
     path = write_result(out_dir, NAME, doc)
     print_table(
         f"fedrec bench encode: item index of {platform} ({n_items:,} items), {m.backbone}",
@@ -267,4 +267,4 @@ def run_encode(
             f"results: {path}",
         ],
     )
-    return doc
+    return doc.to_json()

@@ -196,4 +196,4 @@ def run_round(
             f"final test and shutdown; results: {path}",
         ],
     )
-    return doc
+    return doc.to_json()

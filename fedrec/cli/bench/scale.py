@@ -343,4 +343,4 @@ def run_scale(
             + f"; results: {path}; simulation output: {log_path}",
         ],
     )
-    return doc
+    return doc.to_json()

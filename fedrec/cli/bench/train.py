@@ -489,7 +489,7 @@ def run_train(
             f"fastest DP row: {fastest['row']} at {fastest['dp']['examples_per_s']:.1f} examples/s; results: {path}",
         ],
     )
-    return doc
+    return doc.to_json()
 
 
 def _worker(argv: list[str]) -> int:

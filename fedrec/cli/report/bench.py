@@ -5,19 +5,17 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from fedrec.cli.report.common import DASH, machine_text, number, size_text, table
+from fedrec.documents import BenchDocument
 
 BENCHMARKS = ("train", "encode", "comm", "round", "scale")
 SCALE_PLOT = "results_round_time_vs_clients.png"
-#: keys a ``bench_scale.json`` row may carry its round time under (first found wins)
-ROUND_TIME_KEYS = ("round_s", "round_wall_s", "wall_s", "round_seconds", "seconds")
 
 
-def bench_train(doc: dict[str, Any]) -> str:
+def bench_train(doc: BenchDocument) -> str:
     """``bench_train.json``: examples/s and peak RSS per row, non-DP vs DP."""
-    s = doc["settings"]
+    s = doc.settings
     rows = [
         [
             r["row"],
@@ -27,7 +25,7 @@ def bench_train(doc: dict[str, Any]) -> str:
             number(r["non_dp"].get("peak_rss_mib"), 0),
             number(r["dp"].get("peak_rss_mib"), 0),
         ]
-        for r in doc["rows"]
+        for r in doc.rows
     ]
     head = ["row", "non-DP examples/s", "DP examples/s", "DP/non-DP", "non-DP peak MiB", "DP peak MiB"]
     return (
@@ -36,12 +34,11 @@ def bench_train(doc: dict[str, Any]) -> str:
     )
 
 
-def bench_encode(doc: dict[str, Any]) -> str:
+def bench_encode(doc: BenchDocument) -> str:
     """``bench_encode.json``: item-index build rate and one user's top-10 latency."""
-    s, m = doc["settings"], doc["summary"]
+    s, m = doc.settings, doc.summary
     rows = [
-        [r["stage"], r.get("precision", DASH), number(r.get("items")), number(r.get("items_per_s"))]
-        for r in doc["rows"]
+        [r["stage"], r.get("precision", DASH), number(r.get("items")), number(r.get("items_per_s"))] for r in doc.rows
     ]
     return (
         f"Item index and recommendation latency, {s.get('platform')}, {s.get('backbone')}: top-{s.get('k', 10)} "
@@ -51,9 +48,9 @@ def bench_encode(doc: dict[str, Any]) -> str:
     )
 
 
-def bench_comm(doc: dict[str, Any]) -> str:
+def bench_comm(doc: BenchDocument) -> str:
     """``bench_comm.json``: bytes per client per round per aggregation mode."""
-    m = doc["summary"]
+    m = doc.summary
     rows = [
         [
             r["mode"],
@@ -62,18 +59,18 @@ def bench_comm(doc: dict[str, Any]) -> str:
             f"{r['adapter_to_backbone']:.3%}" if isinstance(r.get("adapter_to_backbone"), float) else DASH,
             size_text(r.get("run_total_bytes")),
         ]
-        for r in doc["rows"]
+        for r in doc.rows
     ]
     return (
-        f"Communication ({doc['settings'].get('backbone')}, backbone {size_text(m.get('backbone_bytes'))}, "
+        f"Communication ({doc.settings.get('backbone')}, backbone {size_text(m.get('backbone_bytes'))}, "
         f"{m.get('rounds')} rounds, {m.get('clients')} clients); sizes do not depend on the machine:\n\n"
         + table(["mode", "adapter", "per client per round", "adapter vs backbone", "run total"], rows)
     )
 
 
-def bench_round(doc: dict[str, Any]) -> str:
+def bench_round(doc: BenchDocument) -> str:
     """``bench_round.json``: a Flower simulation's round time split."""
-    s, m = doc["settings"], doc["summary"]
+    s, m = doc.settings, doc.summary
     rows = [
         [
             "median, rounds 2+",
@@ -91,13 +88,15 @@ def bench_round(doc: dict[str, Any]) -> str:
     )
 
 
-def scale_rows(doc: dict[str, Any]) -> list[tuple[float, float]]:
-    """``(clients, round seconds)`` points of ``bench_scale.json`` (first of :data:`ROUND_TIME_KEYS` per row)."""
+def scale_rows(doc: BenchDocument) -> list[tuple[float, float]]:
+    """``(clients, round seconds)`` points of ``bench_scale.json``: the rows that have a ``round_s``.
+
+    Older files' keys for it are renamed on reading (:data:`fedrec.documents.LEGACY_KEYS`).
+    """
     pts = []
-    for r in doc.get("rows", []):
-        key = next((k for k in ROUND_TIME_KEYS if isinstance(r.get(k), int | float)), None)
-        if isinstance(r.get("clients"), int | float) and key is not None:
-            pts.append((float(r["clients"]), float(r[key])))
+    for r in doc.rows:
+        if isinstance(r.get("clients"), int | float) and isinstance(r.get("round_s"), int | float):
+            pts.append((float(r["clients"]), float(r["round_s"])))
     return sorted(pts)
 
 
@@ -117,15 +116,15 @@ SCALE_COLUMNS = (
 )
 
 
-def bench_scale(doc: dict[str, Any]) -> str:
+def bench_scale(doc: BenchDocument) -> str:
     """``bench_scale.json``: round time, CPU and memory per federation size, the fitted growth, where it stopped."""
-    rows = doc.get("rows", [])
+    rows = doc.rows
     body_rows = []
     for r in rows:
         cells = [size_text(r.get(k)) if d is None else number(r.get(k), d) for k, _, d in SCALE_COLUMNS]
         body_rows.append([*cells, str(r.get("stopped", "ok"))])
     body = table([h for _, h, _ in SCALE_COLUMNS] + ["status"], body_rows) if rows else "(no rows)"
-    s, m = doc.get("settings", {}), doc.get("summary", {})
+    s, m = doc.settings, doc.summary
     head = (
         f"Simulated federations ({s.get('backbone', '?')}, every platform's users split into shards, one client "
         f"each; {s.get('rounds', '?')} rounds of {s.get('local_steps', '?')} local steps x batch "
@@ -153,7 +152,7 @@ def bench_scale(doc: dict[str, Any]) -> str:
     return f"{head}\n\n{body}{fit}"
 
 
-BENCH_RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+BENCH_RENDERERS: dict[str, Callable[[BenchDocument], str]] = {
     "train": bench_train,
     "encode": bench_encode,
     "comm": bench_comm,
@@ -162,22 +161,22 @@ BENCH_RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
-def read_bench(folder: str | Path | None) -> dict[str, dict[str, Any]]:
+def read_bench(folder: str | Path | None) -> dict[str, BenchDocument]:
     """``{name: document}`` of the ``bench_<name>.json`` files in ``folder`` (unreadable ones left out)."""
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, BenchDocument] = {}
     if folder is None or not Path(folder).is_dir():
         return found
     for name in BENCHMARKS:
         path = Path(folder) / f"bench_{name}.json"
         if path.is_file():
             try:
-                found[name] = json.loads(path.read_text())
-            except (ValueError, OSError):
+                found[name] = BenchDocument.from_json(json.loads(path.read_text()), name)
+            except (ValueError, OSError, TypeError, AttributeError):
                 continue
     return found
 
 
-def bench_section(folder: str | Path | None, docs: dict[str, dict[str, Any]]) -> str:
+def bench_section(folder: str | Path | None, docs: dict[str, BenchDocument]) -> str:
     """The benchmarks: each one's table, the machine it ran on, and a line for each missing one."""
     if folder is None:
         return "No benchmark folder given (`--bench DIR`)."
@@ -191,9 +190,9 @@ def bench_section(folder: str | Path | None, docs: dict[str, dict[str, Any]]) ->
             body = BENCH_RENDERERS[name](doc)
         except (KeyError, TypeError, ValueError) as exc:
             body = f"could not read `bench_{name}.json` ({type(exc).__name__}: {exc})"
-        machine = doc.get("machine") or {}
+        machine = doc.machine
         load = "/".join(f"{x:.1f}" for x in machine.get("load_average", []))
-        smoke = " **Smoke run (tiny random model): not a measurement.**" if doc.get("smoke") else ""
+        smoke = " **Smoke run (tiny random model): not a measurement.**" if doc.smoke else ""
         out.append(
             f"**{name}** (`fedrec bench {name}`, {machine.get('time', 'time not recorded')}):{smoke}\n\n{body}\n\n"
             f"Machine: {machine_text(machine)}, {machine.get('torch_threads', '?')} torch thread(s); "
@@ -202,18 +201,18 @@ def bench_section(folder: str | Path | None, docs: dict[str, dict[str, Any]]) ->
     return "\n\n".join(out)
 
 
-def _train_clause(doc: dict[str, Any]) -> str:
-    m = doc["summary"]
+def _train_clause(doc: BenchDocument) -> str:
+    m = doc.summary
     return (
         f"DP-SGD trains at {m['dp_ratio_median']:.2f}x the non-private examples/s (median over "
-        f"{len(doc['rows'])} settings, lowest {m['dp_ratio_min']:.2f}); the fastest DP setting "
+        f"{len(doc.rows)} settings, lowest {m['dp_ratio_min']:.2f}); the fastest DP setting "
         f"({m['fastest_dp_row']}) runs {m['fastest_dp_examples_per_s']:.1f} examples/s"
     )
 
 
-def _comm_clause(doc: dict[str, Any]) -> str:
-    m = doc["summary"]
-    row = next(r for r in doc["rows"] if r["mode"] == m.get("default_mode", "fedavg"))
+def _comm_clause(doc: BenchDocument) -> str:
+    m = doc.summary
+    row = next(r for r in doc.rows if r["mode"] == m.get("default_mode", "fedavg"))
     return (
         f"a client moves {size_text(row['per_client_round_bytes'])} per round ({row['mode']}), "
         f"{row['adapter_to_backbone']:.2%} of the {size_text(m['backbone_bytes'])} backbone; "
@@ -221,12 +220,12 @@ def _comm_clause(doc: dict[str, Any]) -> str:
     )
 
 
-def _round_clause(doc: dict[str, Any]) -> str:
-    return f"Flower/Ray overhead is {doc['summary']['overhead_fraction']:.0%} of a simulated round"
+def _round_clause(doc: BenchDocument) -> str:
+    return f"Flower/Ray overhead is {doc.summary['overhead_fraction']:.0%} of a simulated round"
 
 
-def _scale_clause(doc: dict[str, Any]) -> str:
-    m = doc["summary"]
+def _scale_clause(doc: BenchDocument) -> str:
+    m = doc.summary
     stop = f", stopped at {m['stopped_at']}: {m['stop_reason']}" if m.get("stopped_at") else ""
     return (
         f"the largest simulated federation had {m['largest_completed']} clients (tiny BERT, round time "
@@ -235,7 +234,7 @@ def _scale_clause(doc: dict[str, Any]) -> str:
 
 
 #: the README headline's clause per benchmark (encode has none)
-BENCH_CLAUSES: dict[str, Callable[[dict[str, Any]], str]] = {
+BENCH_CLAUSES: dict[str, Callable[[BenchDocument], str]] = {
     "train": _train_clause,
     "comm": _comm_clause,
     "round": _round_clause,
@@ -243,7 +242,7 @@ BENCH_CLAUSES: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
-def bench_headline(bench: dict[str, dict[str, Any]]) -> str:
+def bench_headline(bench: dict[str, BenchDocument]) -> str:
     """The benchmarks' headline figures, one clause per benchmark found (empty without any).
 
     Parameters
@@ -267,10 +266,6 @@ def bench_headline(bench: dict[str, dict[str, Any]]) -> str:
             parts.append(f"`bench_{name}.json` could not be read ({type(exc).__name__}: {exc})")
     if not parts:
         return ""
-    machine = next(iter(bench.values())).get("machine") or {}
-    smoke = (
-        " Smoke benchmarks (tiny random model): not measurements."
-        if any(d.get("smoke") for d in bench.values())
-        else ""
-    )
+    machine = next(iter(bench.values())).machine
+    smoke = " Smoke benchmarks (tiny random model): not measurements." if any(d.smoke for d in bench.values()) else ""
     return f"Benchmarks ({machine_text(machine)}): " + "; ".join(parts) + "." + smoke

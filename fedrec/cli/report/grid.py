@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ import numpy as np
 
 from fedrec.cli.experiments import GRID, RESULTS, Row, load_manifest
 from fedrec.cli.report.stats import Stat
+from fedrec.documents import ResultsDocument, read_results
 from fedrec.metrics import METRICS
 
 
@@ -25,10 +25,10 @@ class Entry:
     row: Row
     model: str | None = None
 
-    def test(self, doc: dict[str, Any]) -> dict[str, dict[str, float]]:
+    def test(self, doc: ResultsDocument) -> dict[str, dict[str, float]]:
         """``{platform: {metric: value}}`` of this entry's test metrics in a results document."""
         out = {}
-        for p, v in (doc.get("platforms") or {}).items():
+        for p, v in doc.platforms.items():
             m = (v.get(self.model) or {}).get("test") if self.model else v.get("test")
             if m and all(k in m for k in METRICS):
                 out[p] = {k: float(m[k]) for k in METRICS}
@@ -71,7 +71,7 @@ class Grid:
     """The results documents of an experiments folder, by run row and seed, with its manifest."""
 
     folder: Path
-    docs: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    docs: dict[str, dict[int, ResultsDocument]] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
     unreadable: list[str] = field(default_factory=list)
 
@@ -81,11 +81,11 @@ class Grid:
         seen: dict[str, None] = {}
         for by_seed in self.docs.values():
             for doc in by_seed.values():
-                for p in (doc.get("config") or {}).get("platforms") or doc.get("platforms") or {}:
+                for p in doc.config.get("platforms") or doc.platforms:
                     seen.setdefault(p, None)
         return list(seen)
 
-    def runs(self, row: Row) -> dict[int, dict[str, Any]]:
+    def runs(self, row: Row) -> dict[int, ResultsDocument]:
         """Seed -> results document of a run row (empty when it has not run)."""
         return self.docs.get(row.name, {})
 
@@ -94,7 +94,7 @@ class Grid:
         ordered = sorted(GRID, key=lambda r: r.kind != "federated")
         for row in ordered:
             for doc in self.runs(row).values():
-                return dict(doc.get("config") or {})
+                return dict(doc.config)
         return {}
 
 
@@ -114,8 +114,8 @@ def read_grid(folder: str | Path, grid: Sequence[Row] = GRID) -> Grid:
         for path in sorted((folder / row.name).glob(f"seed*/{RESULTS}")):
             try:
                 seed = int(path.parent.name.removeprefix("seed"))
-                doc = json.loads(path.read_text())
-            except (ValueError, OSError):
+                doc = read_results(path)
+            except (ValueError, OSError, TypeError, AttributeError):
                 out.unreadable.append(str(path))
                 continue
             out.docs.setdefault(row.name, {})[seed] = doc
@@ -139,15 +139,16 @@ def platform_stats(grid: Grid, entry: Entry, platforms: Sequence[str]) -> dict[s
 
 def xloss_stat(grid: Grid, row: Row) -> Stat:
     """The reported model's cross-platform validation loss over seeds."""
-    xs = [doc.get("cross_platform_loss") for doc in grid.runs(row).values()]
+    xs = [doc.cross_platform_loss for doc in grid.runs(row).values()]
     return Stat(tuple(float(x) for x in xs if x is not None))
 
 
-def loss_curve(doc: dict[str, Any]) -> tuple[float | None, list[tuple[int, float | None]]]:
+def loss_curve(doc: ResultsDocument) -> tuple[float | None, list[tuple[int, float | None]]]:
     """``(round-0 loss or None, [(round, cross-platform loss)])`` of a federated results document."""
-    fed = doc.get("federation") or {}
-    initial = (fed.get("initial") or {}).get("cross_platform_loss")
-    return initial, [(int(h["round"]), h.get("cross_platform_loss")) for h in fed.get("history", [])]
+    if doc.federation is None:
+        return None, []
+    initial = (doc.federation.initial or {}).get("cross_platform_loss")
+    return initial, [(int(h["round"]), h.get("cross_platform_loss")) for h in doc.federation.history]
 
 
 def invocations(grid: Grid) -> list[str]:
@@ -164,7 +165,7 @@ def commits(grid: Grid) -> list[str]:
 def is_smoke(grid: Grid) -> bool:
     """Whether any run used the tiny random model."""
     return any(
-        (doc.get("config") or {}).get("model", {}).get("backbone") == "tiny"
+        doc.config.get("model", {}).get("backbone") == "tiny"
         for by_seed in grid.docs.values()
         for doc in by_seed.values()
     )

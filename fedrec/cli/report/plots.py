@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -14,12 +13,14 @@ from fedrec.cli.report.bench import scale_rows
 from fedrec.cli.report.common import pyplot, save_png
 from fedrec.cli.report.grid import Entry, Grid, entries, entry_label, loss_curve, platform_stats
 from fedrec.cli.report.stats import Stat
+from fedrec.documents import BenchDocument, ResultsDocument
+from fedrec.metrics import NDCG
 
 LOSS_PLOT = "results_loss_per_round.png"
 EPSILON_PLOT = "results_utility_vs_epsilon.png"
 
 
-def mean_curve(docs: Iterable[dict[str, Any]]) -> dict[int, Stat]:
+def mean_curve(docs: Iterable[ResultsDocument]) -> dict[int, Stat]:
     """Round -> cross-platform loss over the runs (round 0 when recorded)."""
     by_round: dict[int, list[float]] = {}
     for doc in docs:
@@ -70,9 +71,9 @@ def plot_epsilon(grid: Grid, platforms: Sequence[str], path: Path) -> Path | Non
     central = next((e for e in entries() if e.row.kind == "centralized"), None)
     for i, p in enumerate([*platforms, "macro"]):
         c = "black" if p == "macro" else colors[i % len(colors)]
-        xs = [j for j, r in enumerate(points) if by_row[r.name][p]["NDCG@10"].n]
+        xs = [j for j, r in enumerate(points) if by_row[r.name][p][NDCG].n]
         if xs:
-            ys = [by_row[points[j].name][p]["NDCG@10"] for j in xs]
+            ys = [by_row[points[j].name][p][NDCG] for j in xs]
             ax.errorbar(
                 xs,
                 [s.mean for s in ys],
@@ -84,7 +85,7 @@ def plot_epsilon(grid: Grid, platforms: Sequence[str], path: Path) -> Path | Non
                 label=f"{p} (federated)",
             )
         if central is not None:
-            ref = platform_stats(grid, central, platforms)[p]["NDCG@10"]
+            ref = platform_stats(grid, central, platforms)[p][NDCG]
             if ref.n:
                 ax.axhline(ref.mean, color=c, ls="--", lw=1, label=f"{p} centralized")
     ax.set_xticks(range(len(points)))
@@ -97,7 +98,7 @@ def plot_epsilon(grid: Grid, platforms: Sequence[str], path: Path) -> Path | Non
     return save_png(fig, path)
 
 
-def plot_scale(doc: dict[str, Any], path: Path) -> Path | None:
+def plot_scale(doc: BenchDocument, path: Path) -> Path | None:
     """Round time vs number of clients from ``bench_scale.json``."""
     pts = scale_rows(doc)
     if not pts:
@@ -107,7 +108,7 @@ def plot_scale(doc: dict[str, Any], path: Path) -> Path | None:
     ax.plot([x for x, _ in pts], [y for _, y in pts], "o-")
     ax.set_xlabel("clients")
     ax.set_ylabel("round wall time (s)")
-    machine = doc.get("machine") or {}
+    machine = doc.machine
     ax.set_title(f"round time vs clients ({machine.get('cores', '?')} cores, {machine.get('cpu_model', '?')})")
     ax.grid(alpha=0.3)
     return save_png(fig, path)

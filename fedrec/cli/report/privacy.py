@@ -8,7 +8,6 @@ document that has it (a simulate run's ``comparison.baselines`` or ``fedrec base
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from fedrec.cli.report.common import pyplot, save_png, table
+from fedrec.documents import read_results
 from fedrec.io import atomic_write
-from fedrec.metrics import METRICS
+from fedrec.metrics import HR, METRICS, MRR, NDCG
 
 
 @dataclass
@@ -40,7 +40,7 @@ class SweepRun:
             return "non-private"
         return "eps=inf (clip only)" if self.target is not None and math.isinf(self.target) else f"eps={self.target:g}"
 
-    def macro(self, metric: str = "NDCG@10") -> float:
+    def macro(self, metric: str = NDCG) -> float:
         """Mean of ``metric`` over platforms."""
         return float(np.mean([m[metric] for m in self.test.values()])) if self.test else float("nan")
 
@@ -54,12 +54,12 @@ def read_run(path: str | Path) -> SweepRun:
         If the document is not a simulate result with test metrics.
     """
     path = Path(path)
-    doc = json.loads(path.read_text())
-    if doc.get("command") != "simulate":
-        raise ValueError(f"{path} is not a fedrec simulate result (command={doc.get('command')!r})")
-    priv_cfg = doc["config"]["privacy"]
-    priv = doc.get("privacy") or {}
-    test = {p: {k: float(v["test"][k]) for k in METRICS} for p, v in doc["platforms"].items() if "test" in v}
+    doc = read_results(path)
+    if doc.command != "simulate":
+        raise ValueError(f"{path} is not a fedrec simulate result (command={doc.command!r})")
+    priv_cfg = doc.config["privacy"]
+    priv = doc.privacy or {}
+    test = {p: {k: float(v["test"][k]) for k in METRICS} for p, v in doc.platforms.items() if "test" in v}
     if not test:
         raise ValueError(f"{path} has no test metrics")
     target = priv_cfg.get("target_epsilon")
@@ -75,12 +75,12 @@ def read_run(path: str | Path) -> SweepRun:
 
 def itemknn_of(path: str | Path) -> dict[str, float]:
     """ItemKNN test NDCG@10 per platform from a results document that has it (simulate or baselines)."""
-    doc = json.loads(Path(path).read_text())
-    base = (doc.get("comparison") or {}).get("baselines")
+    doc = read_results(path)
+    base = (doc.comparison or {}).get("baselines")
     if base:
-        return {p: float(m["itemknn"]["NDCG@10"]) for p, m in base.items() if "itemknn" in m}
-    if doc.get("command") == "baselines":
-        return {p: float(m["itemknn"]["test"]["NDCG@10"]) for p, m in doc["platforms"].items() if "itemknn" in m}
+        return {p: float(m["itemknn"][NDCG]) for p, m in base.items() if "itemknn" in m}
+    if doc.command == "baselines":
+        return {p: float(m["itemknn"]["test"][NDCG]) for p, m in doc.platforms.items() if "itemknn" in m}
     return {}
 
 
@@ -108,7 +108,7 @@ def markdown(runs: Sequence[SweepRun], reference: SweepRun | None, itemknn: dict
         for p in platforms:
             eps = r.epsilon.get(p)
             spent = "" if not r.private else (" (inf)" if eps is None or math.isinf(eps) else f" ({eps:.2f})")
-            cells.append(f"{r.test[p]['NDCG@10']:.4f}{spent}" if p in r.test else "")
+            cells.append(f"{r.test[p][NDCG]:.4f}{spent}" if p in r.test else "")
         ratio = r.macro() / ref_macro if reference and ref_macro > 0 else float("nan")
         cells += [f"{r.macro():.4f}", f"{ratio:.0%}" if not math.isnan(ratio) else ""]
         rows.append(cells)
@@ -117,7 +117,7 @@ def markdown(runs: Sequence[SweepRun], reference: SweepRun | None, itemknn: dict
         cells += [f"{np.mean([itemknn[p] for p in platforms if p in itemknn]):.4f}", ""]
         rows.append(cells)
     out = [table(head, rows), ""]
-    for metric in ("HR@10", "MRR"):
+    for metric in (HR, MRR):
         lines = [[r.label, *(f"{r.test[p][metric]:.4f}" for p in platforms)] for r in runs]
         out += [f"{metric}:", "", table(["setting", *platforms], lines), ""]
     return "\n".join(out)
@@ -138,14 +138,14 @@ def plot(runs: Sequence[SweepRun], reference: SweepRun | None, itemknn: dict[str
     for i, p in enumerate(platforms):
         c = colors[i % len(colors)]
         pts = sorted(
-            (inf_x if math.isinf(r.target) else r.target, r.test[p]["NDCG@10"])
+            (inf_x if math.isinf(r.target) else r.target, r.test[p][NDCG])
             for r in private
             if p in r.test and r.target is not None
         )
         if pts:
             ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", color=c, label=f"{p} (DP joint model)")
         if reference and p in reference.test:
-            ax.axhline(reference.test[p]["NDCG@10"], color=c, ls="--", lw=1, label=f"{p} non-private joint")
+            ax.axhline(reference.test[p][NDCG], color=c, ls="--", lw=1, label=f"{p} non-private joint")
         if p in itemknn:
             ax.axhline(itemknn[p], color=c, ls=":", lw=1, label=f"{p} ItemKNN")
     ax.set_xscale("log")

@@ -38,6 +38,7 @@ from fedrec.cli.report.plots import EPSILON_PLOT, LOSS_PLOT, plot_epsilon, plot_
 from fedrec.cli.report.readme import README_BEGIN, README_END, readme_block, update_readme
 from fedrec.cli.report.stats import QUALITY, Stat, rounds_to_quality
 from fedrec.cli.report.tables import ratio_section, rtq_section, runs_section, settings_text, utility_section
+from fedrec.documents import BenchDocument
 from fedrec.io import atomic_write
 
 __all__ = [
@@ -61,7 +62,7 @@ MARKDOWN = "RESULTS.md"
 def render(
     grid: Grid,
     bench_dir: str | Path | None,
-    bench: dict[str, dict[str, Any]],
+    bench: dict[str, BenchDocument],
     plots: dict[str, Path | None],
     command: str,
 ) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,7 +9,7 @@ from fedrec.cli.experiments import FEDERATED, GRID, GRID_DEFAULTS, Row
 from fedrec.cli.report.common import DASH, NOT_RUN, machine_text, table
 from fedrec.cli.report.grid import Grid, entries, entry_label, loss_curve, platform_stats, xloss_stat
 from fedrec.cli.report.stats import QUALITY, Stat, rounds_to_quality
-from fedrec.metrics import METRICS
+from fedrec.metrics import METRICS, NDCG
 
 
 def seeds_text(stats: dict[str, dict[str, Stat]]) -> str:
@@ -62,7 +61,7 @@ def epsilon_spent(grid: Grid, row: Row) -> str:
     """The largest epsilon any platform spent in a run, mean ± std over the row's seeds."""
     spent = []
     for doc in grid.runs(row).values():
-        eps = [float(v) for v in ((doc.get("privacy") or {}).get("epsilon") or {}).values() if v is not None]
+        eps = [float(v) for v in ((doc.privacy or {}).get("epsilon") or {}).values() if v is not None]
         if eps:
             spent.append(max(eps))
     return Stat(tuple(spent)).text(2, DASH)
@@ -74,13 +73,13 @@ def ratio_section(grid: Grid, platforms: Sequence[str]) -> str:
     if central is None:
         return "No centralized row in the grid."
     ref = platform_stats(grid, central, platforms)
-    if not ref["macro"]["NDCG@10"].n and not any(ref[p]["NDCG@10"].n for p in platforms):
+    if not ref["macro"][NDCG].n and not any(ref[p][NDCG].n for p in platforms):
         return f"Centralized: {NOT_RUN}; no ratio."
     fed = [e for e in entries() if e.row.kind == "federated"]
     rows = []
     for e in fed:
         st = platform_stats(grid, e, platforms)
-        cells = [ratio_text(st[p]["NDCG@10"], ref[p]["NDCG@10"]) for p in [*platforms, "macro"]]
+        cells = [ratio_text(st[p][NDCG], ref[p][NDCG]) for p in [*platforms, "macro"]]
         eps = epsilon_spent(grid, e.row) if e.row.epsilon is not None else DASH
         rows.append([e.label, seeds_text(st), *cells, eps])
     return table(["model", "seeds", *platforms, "macro", "ε spent (max over platforms)"], rows)
@@ -106,8 +105,8 @@ def rtq_section(grid: Grid) -> str:
             done = [x for _, x in curve if x is not None]
             if done:
                 finals.append(float(done[-1]))
-            if (doc.get("federation") or {}).get("best_round") is not None:
-                best.append(str(doc["federation"]["best_round"]))
+            if doc.federation is not None and doc.federation.best_round is not None:
+                best.append(str(doc.federation.best_round))
         found = [int(x) for x in per_seed if x != DASH]
         rows.append(
             [
@@ -152,16 +151,16 @@ def runs_section(grid: Grid) -> str:
         )
         wall = Stat(
             tuple(
-                float(recs[s]["seconds"]) if "seconds" in recs.get(s, {}) else float(runs[s].get("seconds", math.nan))
+                float(recs[s]["seconds"]) if "seconds" in recs.get(s, {}) else float(runs[s].seconds)
                 for s in seeds
                 if s in runs
             )
         )
         rounds = Stat(
             tuple(
-                float(d["federation"]["mean_round_seconds"])
+                float(d.federation.mean_round_seconds)
                 for d in runs.values()
-                if (d.get("federation") or {}).get("mean_round_seconds") is not None
+                if d.federation is not None and d.federation.mean_round_seconds is not None
             )
         )
         machines += [r["machine"] for r in recs.values() if r.get("machine")]
