@@ -153,6 +153,8 @@ class FlowerTransport:
     sampled with ``federation.fraction_train``; evaluation goes, without waiting, to the
     admitted connected nodes but those that left this round's training unanswered (a
     dead node costs ``round_timeout`` once per round, and is back once it reconnects).
+    Every message expires after ``round_timeout`` (its TTL), so a node that comes back
+    does not run a round the server has given up on.
     """
 
     def __init__(self, grid: Grid, strategy: FedrecStrategy, timeout: float) -> None:
@@ -164,7 +166,8 @@ class FlowerTransport:
 
     def _send(self, kind: str, nodes: list[int], arrays: ArrayRecord, config: ConfigRecord) -> list[Message]:
         record = RecordDict({"arrays": arrays, "config": config})
-        messages = [Message(content=record, message_type=kind, dst_node_id=n) for n in nodes]
+        # a message lives as long as the server waits for it: a node back later never runs a stale round
+        messages = [Message(content=record, message_type=kind, dst_node_id=n, ttl=self.timeout) for n in nodes]
         replies = list(self.grid.send_and_receive(messages, timeout=self.timeout))
         self.silent = set(nodes) - {m.metadata.src_node_id for m in replies}
         return replies
