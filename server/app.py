@@ -168,8 +168,15 @@ class FlowerTransport:
         record = RecordDict({"arrays": arrays, "config": config})
         # a message lives as long as the server waits for it: a node back later never runs a stale round
         messages = [Message(content=record, message_type=kind, dst_node_id=n, ttl=self.timeout) for n in nodes]
-        replies = list(self.grid.send_and_receive(messages, timeout=self.timeout))
-        self.silent = set(nodes) - {m.metadata.src_node_id for m in replies}
+        replies, sent = [], set(nodes)
+        for reply in self.grid.send_and_receive(messages, timeout=self.timeout):
+            if reply.metadata.src_node_id in sent:
+                replies.append(reply)
+            else:  # the SuperLink's own error reply for a message that expired or a node that went offline
+                dst = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
+                why = reply.error.reason if reply.has_error() else "a reply from another node"
+                log(WARNING, "%s: no reply from node %s: %s", kind, dst.get(reply.metadata.reply_to_message_id), why)
+        self.silent = sent - {m.metadata.src_node_id for m in replies}
         return replies
 
     def train_round(self, server_round: int, co: Coordinator) -> int:

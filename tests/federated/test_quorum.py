@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app.error import Error
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedrec.config import compose_config
@@ -19,6 +20,7 @@ from tests.conftest import REPO_ROOT
 from tests.federated.test_server import _meta
 
 PLATFORMS = {1: "video", 2: "ecommerce", 3: "social"}
+SUPERLINK = 99  # the node id of the SuperLink's own error replies (Flower's SUPERLINK_NODE_ID)
 
 
 class FakeClock:
@@ -90,9 +92,13 @@ class FakeGrid:
         kind = messages[0].metadata.message_type if messages else ""
         self.sent.append((self.round, kind, [m.metadata.dst_node_id for m in messages]))
         replies = []
-        for m in messages:
+        for i, m in enumerate(messages):
             node = m.metadata.dst_node_id
-            if node in self.silent(self.round):
+            m.metadata.__dict__["_message_id"] = f"r{self.round}-{kind}-{i}"  # as the SuperLink's push sets it
+            if node in self.silent(self.round):  # its message expires: the SuperLink answers in its place
+                meta = _meta(SUPERLINK, kind)
+                meta.__dict__["_reply_to_message_id"] = m.metadata.message_id
+                replies.append(Message(error=Error(code=3, reason="Message unavailable"), metadata=meta))
                 continue
             info = ConfigRecord({"platform": PLATFORMS[node]})
             if kind == "train":
@@ -128,7 +134,9 @@ def _run(tmp_path: Path, grid: FakeGrid, *overrides: str) -> tuple[dict, list[tu
 def test_a_dead_node_costs_its_rounds_only_and_takes_part_again_once_back(tmp_path: Path, server_task: None) -> None:
     # node 3 dies in round 2 (still listed: its heartbeat has not expired), is gone in round 3, back in round 4
     grid = FakeGrid(lambda r: {1, 2} if r == 3 else {1, 2, 3}, lambda r: {3} if r in (2, 3) else set())
-    doc, _ = _run(tmp_path, grid, "federation.min_clients=2")
+    doc, logs = _run(tmp_path, grid, "federation.min_clients=2")
+    # the SuperLink's error reply for its expired message is the node's silence, not a reply of node 99
+    assert not any("node 99" in m for _, m in logs)
     hist = doc["federation"]["history"]
     trained = [sorted(p for p, v in h["platforms"].items() if v["train"]) for h in hist]
     assert trained == [["ecommerce", "social", "video"], ["ecommerce", "video"], ["ecommerce", "video"]] + [
