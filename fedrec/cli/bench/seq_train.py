@@ -234,4 +234,4 @@ def run_seq_train(
             f"results: {path}",
         ],
     )
-    return doc
+    return doc.to_json()
