@@ -89,6 +89,11 @@ class SeqConfig:
     personal_eval_every: int = _f(
         5, "Personal model: validate every N epochs and keep the best (0 = no personal model)."
     )
+    personal_patience: int = _f(
+        1,
+        "Personal model: stop after this many validations in a row without a better NDCG@10 (0 = run every "
+        "epoch); the best validated epoch is kept either way.",
+    )
 
 
 @dataclass
