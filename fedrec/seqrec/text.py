@@ -84,7 +84,12 @@ class ItemText:
                 return self._index
         was = self.encoder.training
         self.encoder.eval()
-        self._index = torch.cat([self._encode(sl) for sl in batches(self.num_items, self.batch_size)])
+        # items sorted by length, so that each batch (cut to its longest text) carries little padding
+        order = torch.argsort(self.catalogue.item_mask.sum(1), descending=True, stable=True)
+        index = torch.empty(self.num_items, self.dim)
+        for sl in batches(self.num_items, self.batch_size):
+            index[order[sl]] = self._encode(order[sl])
+        self._index = index
         self.encoder.train(was)
         if path is not None:
             save_torch(path, self._index)

@@ -51,3 +51,17 @@ def test_the_trained_adapter_is_never_served_from_the_cache(tmp_path: Path) -> N
                 p.add_(0.5)
     assert not torch.allclose(text.refresh(), before)  # the index follows the adapter
     assert not list(tmp_path.glob("frozen-text-*.pt"))
+
+
+def test_the_length_sorted_index_equals_one_unsorted_pass() -> None:
+    base = _text(None, adapter=True, seed=2)
+    cat = base.catalogue
+    mask = cat.item_mask.clone()
+    gen = torch.Generator().manual_seed(0)
+    for i, n in enumerate(torch.randint(1, mask.shape[1] + 1, (mask.shape[0],), generator=gen).tolist()):
+        mask[i, n:] = 0  # texts of every length from 1 token to the full width
+    hidden = cat.item_hidden * mask.unsqueeze(-1)
+    text = ItemText(Catalogue(cat.item_tok, mask, hidden), base.encoder, adapter=True, batch_size=8)
+    with torch.no_grad():
+        whole = torch.nn.functional.normalize(text.encoder.upper(hidden, mask), dim=-1)
+    torch.testing.assert_close(text.index(), whole, rtol=1e-5, atol=1e-6)
