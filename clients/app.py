@@ -41,6 +41,7 @@ from flwr.clientapp import ClientApp
 from fedrec.federated.client import PlatformClient, cached_client, run_config
 from fedrec.federated.replies import train_metrics
 from fedrec.federated.shards import client_name, partition_client, shards_per_platform
+from fedrec.io import safe_name
 from fedrec.privacy import NodeCaps
 
 app = ClientApp()
@@ -65,7 +66,8 @@ def platform_client(msg: Message, context: Context) -> PlatformClient:
         state_root = str(cfg.federation.client_state_dir) or str(Path(cfg.data.cache_dir) / "client_state")
         threads = max(1, int(cfg.federation.client_cpus))
         caps = None
-    state_dir = Path(state_root) / str(conf["run-key"]) / client_name(platform, shard, shards_per_platform(cfg))
+    run_key = safe_name(str(conf["run-key"]), "the message's run key")  # a path component: no ../ out of state_root
+    state_dir = Path(state_root) / run_key / client_name(platform, shard, shards_per_platform(cfg))
     ledgers = Path(state_root) / "privacy"  # the node's, not the run's
     return cached_client(cfg_yaml, platform, state_dir, data_root, cache_dir, threads, shard, ledgers, caps)
 

@@ -185,7 +185,7 @@ class BenchDocument:
     Attributes
     ----------
     benchmark : str
-        ``train``, ``encode``, ``comm``, ``round`` or ``scale``.
+        ``train``, ``seqtrain``, ``encode``, ``comm``, ``round`` or ``scale``.
     smoke : bool
         A ``--smoke`` run (tiny random model): not a measurement.
     machine : dict

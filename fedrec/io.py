@@ -5,10 +5,36 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def safe_name(value: str, what: str) -> str:
+    """``value`` if it can name a folder inside another one (``[A-Za-z0-9_-]{1,64}``), else ValueError.
+
+    For names that arrive from elsewhere (a run key in a message, a checkpoint) and become
+    a path component: ``..``, a slash or an empty name would leave the parent folder.
+
+    Parameters
+    ----------
+    value : str
+        The name.
+    what : str
+        What it is, for the error (``"the run key"``).
+
+    Raises
+    ------
+    ValueError
+        Naming ``what``, the value and the allowed pattern.
+    """
+    if not isinstance(value, str) or not SAFE_NAME.fullmatch(value):
+        raise ValueError(f"{what} {value!r} is not a safe folder name: it must match [A-Za-z0-9_-]{{1,64}}")
+    return value
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any], mode: int | None = None) -> Path:

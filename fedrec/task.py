@@ -7,7 +7,8 @@ of the shared encoder. It knows nothing of Flower.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,18 +69,56 @@ def build_examples(data: PlatformData, per_user: int, seed: int = 0) -> Examples
     return Examples(np.array(users, dtype=np.int64), np.array(targets, dtype=np.int64), hists)
 
 
-@dataclass
 class Catalogue:
     """A platform's item side: token tensors, frozen lower-layer states and (frozen item tower) the index.
 
     It depends on the catalogue and the frozen backbone only, so the tasks of one
-    platform's user shards share one (:meth:`PlatformTask.catalogue`).
+    platform's user shards share one (:meth:`PlatformTask.catalogue`). The lower-layer
+    states are computed (or loaded from the disk cache) on first use of
+    :attr:`item_hidden`: a user of the frozen text alone (the sequence model with the
+    adapter off, :class:`fedrec.seqrec.text.ItemText`) that finds its index in the cache
+    never needs them.
+
+    Parameters
+    ----------
+    item_tok, item_mask : torch.Tensor
+        ``[N, L]`` token ids and attention mask of every item.
+    item_hidden : torch.Tensor or callable
+        ``[N, L, h]`` lower-layer states, or a function computing them (called once).
+    index : torch.Tensor, optional
+        The frozen item tower's index (two-tower model).
+    cache_dir : str, optional
+        The disk cache (lower-layer states, frozen text indexes).
+    key : str, default ""
+        Content hash of the items' tokens and the backbone (:func:`~fedrec.model.lower_cache.cache_key`).
     """
 
-    item_tok: torch.Tensor
-    item_mask: torch.Tensor
-    item_hidden: torch.Tensor
-    index: torch.Tensor | None = None
+    def __init__(
+        self,
+        item_tok: torch.Tensor,
+        item_mask: torch.Tensor,
+        item_hidden: torch.Tensor | Callable[[], torch.Tensor],
+        index: torch.Tensor | None = None,
+        cache_dir: str | None = None,
+        key: str = "",
+    ) -> None:
+        self.item_tok, self.item_mask, self.index = item_tok, item_mask, index
+        self.cache_dir, self.key = cache_dir, key
+        self._hidden: torch.Tensor | None = item_hidden if isinstance(item_hidden, torch.Tensor) else None
+        self._compute = None if isinstance(item_hidden, torch.Tensor) else item_hidden
+
+    @property
+    def num_items(self) -> int:
+        """Catalogue size."""
+        return int(self.item_tok.shape[0])
+
+    @property
+    def item_hidden(self) -> torch.Tensor:
+        """``[N, L, h]`` frozen lower-layer states (computed or loaded on first use)."""
+        if self._hidden is None:
+            assert self._compute is not None
+            self._hidden, self._compute = self._compute(), None
+        return self._hidden
 
     @classmethod
     def build(
@@ -91,9 +130,10 @@ class Catalogue:
         backbone_key: str = "",
         progress: bool = True,
     ) -> Catalogue:
-        """Tokenise every item of ``data`` and run the frozen lower layers (cached on disk with ``cache_dir``)."""
+        """Tokenise every item of ``data``; its frozen lower layers run (or load, with ``cache_dir``) on first use."""
         item_tok, item_mask = inputs.items(range(data.num_items))
-        item_hidden = lower_states(
+        hidden = functools.partial(
+            lower_states,
             encoder,
             item_tok,
             item_mask,
@@ -102,7 +142,8 @@ class Catalogue:
             desc=f"{data.name} items",
             progress=progress,
         )
-        return cls(item_tok, item_mask, item_hidden)
+        key = cache_key(backbone_key, encoder, item_tok, item_mask) if cache_dir is not None else ""
+        return cls(item_tok, item_mask, hidden, cache_dir=cache_dir, key=key)
 
 
 def recent_ids(histories: Sequence[np.ndarray], n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,6 +20,7 @@ Run config (``[tool.flwr.app.config]``, or ``flwr run --run-config``):
 
 from __future__ import annotations
 
+import random
 import shlex
 import time
 from collections.abc import Iterable
@@ -27,13 +28,14 @@ from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any
 
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 from omegaconf import DictConfig, OmegaConf
 
 from fedrec.federated.messages import ClientEvaluation, ClientUpdate
+from fedrec.federated.quorum import wait_for_quorum
 from fedrec.federated.replies import is_withheld
 from fedrec.federated.rounds import initial_adapter, run_rounds
 from fedrec.federated.server import Coordinator
@@ -48,13 +50,17 @@ def to_record(state: dict[str, Any]) -> ArrayRecord:
 
 
 def _identity(msg: Message) -> tuple[str, str]:
-    """``(platform, client name)`` from the reply's info record (``client`` is "" for an unsplit platform)."""
+    """``(platform, client name)`` the reply claims (``client`` "" for an unsplit platform; both "": no claim).
+
+    Only a claim: :class:`fedrec.federated.identity.NodeRegistry` decides what the reply
+    counts for from its sender, ``msg.metadata.src_node_id``.
+    """
     info = msg.content.config_records.get("info") if msg.has_content() else None
     if info is not None and "platform" in info:
         platform = str(info["platform"])
         client = str(info.get("client", platform))
         return platform, "" if client == platform else client
-    return f"node-{msg.metadata.src_node_id}", ""
+    return "", ""
 
 
 def reply_to_update(msg: Message) -> ClientUpdate:
@@ -139,26 +145,75 @@ def _flwr_log(level: int, message: str) -> None:
 
 
 class FlowerTransport:
-    """Reaches the clients through the grid, with :class:`FedrecStrategy` sampling and aggregating."""
+    """Reaches the clients through the grid; :class:`FedrecStrategy` validates and aggregates the replies.
+
+    Which nodes get a message: before training, the connected nodes the identity
+    registry admits, waited for until ``federation.wait_timeout`` and at least
+    ``federation.min_clients`` of them (:func:`fedrec.federated.quorum.wait_for_quorum`),
+    sampled with ``federation.fraction_train``; evaluation goes, without waiting, to the
+    admitted connected nodes but those that left this round's training unanswered (a
+    dead node costs ``round_timeout`` once per round, and is back once it reconnects).
+    Every message expires after ``round_timeout`` (its TTL), so a node that comes back
+    does not run a round the server has given up on.
+    """
 
     def __init__(self, grid: Grid, strategy: FedrecStrategy, timeout: float) -> None:
         self.grid, self.strategy, self.timeout = grid, strategy, timeout
+        self.silent: set[int] = set()  # nodes that did not answer this round's training
+
+    def _connected(self, co: Coordinator) -> list[int]:
+        return [n for n in self.grid.get_node_ids() if co.identity.admits(str(n))]
+
+    def _send(self, kind: str, nodes: list[int], arrays: ArrayRecord, config: ConfigRecord) -> list[Message]:
+        record = RecordDict({"arrays": arrays, "config": config})
+        # a message lives as long as the server waits for it: a node back later never runs a stale round
+        messages = [Message(content=record, message_type=kind, dst_node_id=n, ttl=self.timeout) for n in nodes]
+        replies, sent = [], set(nodes)
+        for reply in self.grid.send_and_receive(messages, timeout=self.timeout):
+            if reply.metadata.src_node_id in sent:
+                replies.append(reply)
+            else:  # the SuperLink's own error reply for a message that expired or a node that went offline
+                dst = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
+                why = reply.error.reason if reply.has_error() else "a reply from another node"
+                log(WARNING, "%s: no reply from node %s: %s", kind, dst.get(reply.metadata.reply_to_message_id), why)
+        self.silent = sent - {m.metadata.src_node_id for m in replies}
+        return replies
 
     def train_round(self, server_round: int, co: Coordinator) -> int:
-        """Send the global adapter for training; the strategy validates and aggregates the replies."""
+        """Wait for a quorum, send the global adapter for training; the strategy validates and aggregates."""
+        fed = co.fed
+        nodes = wait_for_quorum(
+            lambda: self._connected(co),
+            len(co.clients),
+            co.min_clients,
+            float(fed.wait_timeout),
+            f"round {server_round}",
+            _flwr_log,
+        )
+        size = min(len(nodes), max(int(len(nodes) * float(fed.fraction_train)), co.min_clients))
+        nodes = sorted(random.sample(nodes, size))
         arrays = to_record(co.global_state)
-        messages = self.strategy.configure_train(server_round, arrays, ConfigRecord(co.message_config()), self.grid)
-        self.strategy.aggregate_train(server_round, self.grid.send_and_receive(messages, timeout=self.timeout))
+        config = ConfigRecord({**co.message_config(), "server-round": server_round})
+        replies = self._send(MessageType.TRAIN, nodes, arrays, config)
+        if self.silent:
+            log(
+                WARNING,
+                "round %d: no training reply within %gs from node(s) %s",
+                server_round,
+                self.timeout,
+                self.silent,
+            )
+        self.strategy.aggregate_train(server_round, replies)
         return arrays.count_bytes()
 
     def evaluate_round(
         self, server_round: int, co: Coordinator, state: dict[str, Any], split: str
     ) -> tuple[list[ClientEvaluation], int]:
-        """Send ``state`` to every client for scoring on ``split``."""
+        """Send ``state`` for scoring on ``split`` to the connected nodes (no wait; not to this round's silent ones)."""
         arrays = to_record(state)
-        config = ConfigRecord(co.message_config(split, server_round))
-        messages = self.strategy.configure_evaluate(server_round, arrays, config, self.grid)
-        self.strategy.aggregate_evaluate(server_round, self.grid.send_and_receive(messages, timeout=self.timeout))
+        config = ConfigRecord({**co.message_config(split, server_round), "server-round": server_round})
+        nodes = sorted(n for n in self._connected(co) if n not in self.silent)
+        self.strategy.aggregate_evaluate(server_round, self._send(MessageType.EVALUATE, nodes, arrays, config))
         return list(self.strategy.evaluations), arrays.count_bytes()
 
 

@@ -10,6 +10,8 @@ recorded (the fingerprint) and is skipped, naming the reason, elsewhere.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 
@@ -31,8 +33,17 @@ REFERENCE: dict[str, tuple[str, float]] = {
 }
 
 
+@pytest.fixture
+def reference_threads() -> Iterator[None]:
+    """Torch's thread count of the reference (other tests and benchmarks in the session change it)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("name", list(TRAINERS))
-def test_every_trainer_is_bitwise_what_its_own_loop_was(name: str) -> None:
+def test_every_trainer_is_bitwise_what_its_own_loop_was(name: str, reference_threads: None) -> None:
     if fingerprint() != REFERENCE_FINGERPRINT:
         pytest.skip(f"reference recorded on {REFERENCE_FINGERPRINT!r}, this is {fingerprint()!r}")
     got = TRAINERS[name]()

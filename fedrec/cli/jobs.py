@@ -188,9 +188,11 @@ def simulate_job(cfg: DictConfig) -> dict[str, Any]:
     from fedrec.results import write_results
 
     start = time.perf_counter()
+    from fedrec.seqrec.warm import warm_text_cache
     from server.simulation import simulate
 
     out = output_dir()
+    warm_text_cache(cfg)  # the frozen item text once, on every core, before the clients need it
     raw = simulate(cfg, out)
     # the operator plays every platform here: a DP run's test metrics come from their local reports
     merge_local_reports(raw, raw["config"]["federation"]["client_state_dir"])

@@ -37,7 +37,7 @@ commands:
                            privacy/utility sweep -> privacy_sweep.md + privacy_sweep.png
   report results <experiments dir> [--bench DIR] [--out docs] [--readme README.md]
                            the grid (and the benchmarks) -> RESULTS.md + PNG plots
-  bench <train|encode|comm|round|all> [--smoke] [--out DIR] [overrides]   benchmarks (tables + JSON)
+  bench <train|seqtrain|encode|comm|round|all> [--smoke] [--out DIR] [overrides]   benchmarks (tables + JSON)
   deploy credentials <dir> [--host 127.0.0.1] [--platforms video ecommerce social]   TLS CA + SuperLink
                            certificate and one SuperNode key pair per platform (docs/DEPLOY.md)
   data download [--root DIR] [--platform NAME ...]   fetch the datasets (needs internet)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from omegaconf import DictConfig, OmegaConf
 
 from fedrec.config.schema import CHOICES
@@ -70,6 +72,32 @@ def validate_federation(cfg: DictConfig) -> None:
         raise ValueError(
             "federation.update_norm_bound must be >= 0 (0 = off) and federation.max_weight_share in (0, 1] "
             f"(1 = off), got {fed.update_norm_bound} and {fed.max_weight_share}"
+        )
+    for key in ("wait_timeout", "round_timeout"):
+        value = float(fed[key])
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"federation.{key} must be a finite number of seconds > 0, got {fed[key]}")
+    validate_robust(fed)
+
+
+def validate_robust(fed: DictConfig) -> None:
+    """Check the robust-aggregation keys (``federation.robust`` and its parameters).
+
+    Raises
+    ------
+    ValueError
+        Naming the key and the bad value, or the aggregation mode robust aggregation does not support.
+    """
+    robust = str(fed.get("robust", "none"))
+    if not 0.0 <= float(fed.robust_trim_fraction) < 0.5:
+        raise ValueError(f"federation.robust_trim_fraction must be in [0, 0.5), got {fed.robust_trim_fraction}")
+    if int(fed.robust_byzantine) < 0:
+        raise ValueError(f"federation.robust_byzantine must be >= 0, got {fed.robust_byzantine}")
+    if robust != "none" and str(fed.aggregation) == "svd":
+        raise ValueError(
+            f"federation.robust={robust} is not supported with federation.aggregation=svd (svd merges the products "
+            "B·A and re-factorises them; a coordinate-wise median, trimmed mean or Krum selection of A and B is "
+            "not that merge): use aggregation=fedavg or ffa, or robust=none"
         )
 
 

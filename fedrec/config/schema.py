@@ -89,6 +89,11 @@ class SeqConfig:
     personal_eval_every: int = _f(
         5, "Personal model: validate every N epochs and keep the best (0 = no personal model)."
     )
+    personal_patience: int = _f(
+        1,
+        "Personal model: stop after this many validations in a row without a better NDCG@10 (0 = run every "
+        "epoch); the best validated epoch is kept either way.",
+    )
 
 
 @dataclass
@@ -225,6 +230,35 @@ class FederationConfig:
         "example count gets at most this share, the excess goes to the others in proportion to their weights. "
         "With fewer than 1/cap accepted clients every client gets an equal share.",
     )
+    robust: str = _f(
+        "none",
+        "Byzantine-robust aggregation of the accepted updates instead of the weighted mean: 'none' (the "
+        "aggregation mode's weighted mean), 'median' (coordinate-wise median, as Flower's FedMedian), "
+        "'trimmed_mean' (coordinate-wise mean after dropping robust_trim_fraction of the values at each end, as "
+        "FedTrimmedAvg) or 'krum' (the one update closest to its n - robust_byzantine - 2 nearest others, as "
+        "Krum). All three ignore the example counts. fedavg and ffa only: refused with aggregation=svd (its "
+        "merge of the products B·A is not a coordinate-wise statistic).",
+    )
+    robust_trim_fraction: float = _f(
+        0.2,
+        "robust=trimmed_mean: the fraction of the updates dropped at each end of every coordinate, in [0, 0.5) "
+        "(int(fraction * n) values each side; FedTrimmedAvg's beta).",
+    )
+    robust_byzantine: int = _f(
+        0,
+        "robust=krum: the number of malicious clients tolerated (Krum's f, >= 0); each update is scored by its "
+        "squared distances to its max(1, n - f - 2) nearest others.",
+    )
+    nodes: dict[Any, str] = _f(
+        {},
+        "Registered identities: node id -> the client it serves (its platform, or <platform>/<shard>), e.g. "
+        "++federation.nodes='{6512794135: video, 8120443906: ecommerce}' with the node ids `flwr supernode "
+        "register` printed. A reply is taken for the client its node is registered as; a node not listed gets no "
+        "messages and its replies are refused, a reply claiming another client than its node's is refused (both "
+        "logged). {} = first-contact binding: the first node to answer for a client is bound to it, other nodes "
+        "claiming it later are refused and get nothing more. In-process runs (fedrec.federated.local) name their "
+        "nodes local:<client>.",
+    )
     evaluate_initial: bool = _f(
         False,
         "Score the initial adapter on every client's validation split before round 1 (round 0): the start of the "
@@ -246,11 +280,27 @@ class FederationConfig:
         "Validation users scored per client each round: a fixed random subset (-1 = all). The final "
         "test scores every user.",
     )
-    round_timeout: float = _f(3600.0, "Seconds the server waits for the clients' replies in a round.")
+    wait_timeout: float = _f(
+        120.0,
+        "Seconds the server waits, before each round's training, for every client's node to be connected; at "
+        "the deadline the round goes on with the nodes there if they are at least min_clients, else the run "
+        "stops with a QuorumError naming how many were there and needed. Evaluation never waits again: it goes "
+        "to the nodes that are connected. Finite, > 0.",
+    )
+    round_timeout: float = _f(
+        3600.0,
+        "Seconds the server waits for the clients' replies in a round (train, and again evaluate): a node that "
+        "has not replied by then is left out of that step. Finite, > 0.",
+    )
     compare_local: bool = _f(
         True,
         "fedrec simulate: afterwards train each platform's local-only model with the same local compute as its "
         "client (steps over all rounds) and score every local adapter on every platform (the transfer matrix).",
+    )
+    compare_parallel: bool = _f(
+        True,
+        "fedrec simulate, model=seqrec: train each platform's local-only model in a process of its own (one torch "
+        "thread per core it gets), as the simulation's clients; false: one after another in the main process.",
     )
     compare_baselines: list[str] = _f(
         ["mostpop", "itemknn"],
@@ -429,6 +479,7 @@ CHOICES = {
     "federation.aggregation": ("fedavg", "ffa", "svd"),
     "federation.weighting": ("examples", "uniform"),
     "federation.update_norm_action": ("clip", "reject"),  # fedrec.federated.robust.NORM_ACTIONS
+    "federation.robust": ("none", "median", "trimmed_mean", "krum"),  # fedrec.federated.byzantine.ROBUST
     "privacy.accountant": ("rdp", "prv"),
     "adapter": ("best", "global"),
 }

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -29,8 +28,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from fedrec.federated import seq_client
 from fedrec.federated.arrays import to_numpy, to_torch
+from fedrec.federated.local_state import LocalStateStore
 from fedrec.federated.replies import LocalReport, evaluation_metrics
-from fedrec.io import save_torch
 
 if TYPE_CHECKING:
     from fedrec.privacy import NodeCaps, PrivacyLedger
@@ -43,42 +42,6 @@ log = logging.getLogger("fedrec.federated")
 def round_seed(seed: int, server_round: int, platform_index: int) -> int:
     """Seed of a client's local training in a round (independent of resumes and scheduling)."""
     return int(np.random.SeedSequence([seed, server_round, platform_index]).generate_state(1)[0])
-
-
-class LocalStateStore:
-    """Round-tagged platform-local state of one client in a folder.
-
-    Parameters
-    ----------
-    folder : path-like
-        Where ``local-r<round>.pt`` files go (created on first save).
-    """
-
-    PATTERN = re.compile(r"local-r(\d+)\.pt$")
-
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-
-    def rounds(self) -> list[int]:
-        """Rounds with a saved state, ascending."""
-        if not self.folder.is_dir():
-            return []
-        found = (self.PATTERN.search(p.name) for p in self.folder.iterdir())
-        return sorted(int(m.group(1)) for m in found if m)
-
-    def save(self, server_round: int, state: dict[str, torch.Tensor]) -> Path | None:
-        """Atomically save the state after ``server_round`` (nothing to save: no file)."""
-        if not state:
-            return None
-        return save_torch(self.folder / f"local-r{server_round:05d}.pt", state)
-
-    def load(self, at_most: int) -> tuple[int, dict[str, torch.Tensor]] | None:
-        """The state of the latest round ``<= at_most``, or None."""
-        rounds = [r for r in self.rounds() if r <= at_most]
-        if not rounds:
-            return None
-        r = rounds[-1]
-        return r, torch.load(self.folder / f"local-r{r:05d}.pt", weights_only=True)
 
 
 @dataclass

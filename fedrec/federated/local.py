@@ -16,11 +16,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from fedrec.federated.aggregate import state_nbytes
 from fedrec.federated.client import PlatformClient, PlatformParts
+from fedrec.federated.identity import local_node
 from fedrec.federated.messages import ClientEvaluation, ClientUpdate
 from fedrec.federated.replies import merge_local_reports, train_metrics
 from fedrec.federated.rounds import initial_adapter, prepare_run_config, run_rounds
 from fedrec.federated.server import Coordinator
 from fedrec.federated.shards import client_names, partition_client
+from fedrec.io import safe_name
 
 
 class LocalTransport:
@@ -37,7 +39,7 @@ class LocalTransport:
     def _client(self, name: str, run_key: str) -> PlatformClient:
         if name not in self.clients:
             platform, shard = partition_client(self.cfg, client_names(self.cfg).index(name))
-            folder = self.state_root / run_key / name
+            folder = self.state_root / safe_name(run_key, "the run key") / name
             client = PlatformClient(
                 self.cfg,
                 platform,
@@ -60,10 +62,14 @@ class LocalTransport:
             sent = train_metrics(out.num_examples, out.loss, out.steps, out.seconds, 0.0, out.metrics, c.private)
             metrics = {k.replace("-", "_"): float(v) for k, v in sent.items() if k != "num-examples"}
             if out.refused is not None:
-                updates.append(ClientUpdate("local", c.platform, None, 0, metrics, refused=out.refused, client=name))
+                updates.append(
+                    ClientUpdate(local_node(name), c.platform, None, 0, metrics, refused=out.refused, client=name)
+                )
                 continue
             nbytes = state_nbytes(out.state)
-            updates.append(ClientUpdate("local", c.platform, out.state, out.num_examples, metrics, nbytes, client=name))
+            updates.append(
+                ClientUpdate(local_node(name), c.platform, out.state, out.num_examples, metrics, nbytes, client=name)
+            )
         co.aggregate_train(server_round, updates)
         return state_nbytes(co.global_state)
 
@@ -76,7 +82,7 @@ class LocalTransport:
         for name in co.clients:
             c = self._client(name, co.run_key)
             m = c.evaluation_reply(state, split, server_round, max_users)
-            out.append(ClientEvaluation("local", c.platform, dict(m), name))
+            out.append(ClientEvaluation(local_node(name), c.platform, dict(m), name))
         return out, state_nbytes(state)
 
 

@@ -30,15 +30,17 @@ from omegaconf import DictConfig, OmegaConf
 from fedrec.documents import FederationSummary
 from fedrec.federated.aggregate import aggregate, check_update, check_weight, state_nbytes
 from fedrec.federated.arrays import to_numpy
+from fedrec.federated.byzantine import robust_aggregate
 from fedrec.federated.checkpoint import CHECKPOINT, describe, load_checkpoint, save_checkpoint
+from fedrec.federated.identity import NodeRegistry
 from fedrec.federated.messages import ClientEvaluation, ClientUpdate
 from fedrec.federated.replies import check_evaluation, is_withheld
 from fedrec.federated.robust import bound_update, capped_shares, update_norm
 from fedrec.federated.shards import by_platform, client_names, shards_per_platform
 from fedrec.federated.summary import privacy_summary, round_line
 from fedrec.federated.supported import check_supported
-from fedrec.io import save_torch, write_json
-from fedrec.results import cross_platform_loss, results_document
+from fedrec.io import safe_name, save_torch, write_json
+from fedrec.results import cross_platform_loss, results_document, write_results
 
 LogFn = Callable[[int, str], None]
 MIB = 1024**2
@@ -85,6 +87,7 @@ class Coordinator:
         ckpt = str(self.fed.checkpoint_dir or "")
         self.ckpt_dir = Path(ckpt).expanduser() if ckpt else self.out_dir / "checkpoint"
         self.log = log or _std_log
+        self.identity = NodeRegistry(dict(self.fed.get("nodes", {})), self.clients, self.log)  # who serves what
         self.global_state = {k: np.array(v, copy=True) for k, v in initial.items()}
         self.expected = {k: tuple(v.shape) for k, v in initial.items()}
         self.backbone_bytes = backbone_bytes
@@ -157,7 +160,7 @@ class Coordinator:
         self.best_loss = None if self.best_round is None else float(ck["best_loss"])
         self.history = json.loads(ck["history"])
         self.initial = json.loads(ck["initial"]) if "initial" in ck else None
-        self.run_key = str(ck["run_key"])
+        self.run_key = safe_name(str(ck["run_key"]), "the checkpoint's run key")
         self.seconds_before = float(ck["seconds"])
         self.log(logging.INFO, f"resuming after round {self.round} from {self.checkpoint_path}")
         return self.round
@@ -212,6 +215,8 @@ class Coordinator:
         refused: list[dict[str, Any]] = []
         clipped: list[dict[str, str]] = []
         norms: dict[str, float] = {}  # each update's L2 change from the global adapter, as received
+        updates, impostors = self.identity.screen(f"round {server_round}", updates)  # fedrec.federated.identity
+        rejected += [{**self._who(u), "node": u.node, "reason": why} for u, why in impostors]
         for u in sorted(updates, key=lambda x: (x.name, x.node)):
             if u.refused is not None:  # the client's own decision (privacy budget), not a faulty update
                 refused.append({**self._who(u), "node": u.node, "reason": u.refused, **u.metrics})
@@ -251,11 +256,15 @@ class Coordinator:
             self.pending["aggregate_seconds"] = time.perf_counter() - started
             self.log(logging.WARNING, f"round {server_round}: no accepted update; the global adapter is unchanged")
             return None
-        self.global_state = aggregate(
-            self.mode,
-            [u.state for u in accepted if u.state is not None],
-            self.weights(accepted),
-        )
+        states = [u.state for u in accepted if u.state is not None]
+        if str(self.fed.get("robust", "none")) == "none":
+            self.global_state = aggregate(self.mode, states, self.weights(accepted))
+        else:  # fedrec.federated.byzantine: median, trimmed mean or Krum (example counts ignored)
+            fed = self.fed
+            self.global_state, note = robust_aggregate(
+                str(fed.robust), states, float(fed.robust_trim_fraction), int(fed.robust_byzantine)
+            )
+            self.log(logging.INFO, f"round {server_round}: {note} ({', '.join(u.name for u in accepted)})")
         self.pending["aggregate_seconds"] = time.perf_counter() - started
         return self.global_state
 
@@ -305,6 +314,7 @@ class Coordinator:
         metric outside [0, 1] (:func:`fedrec.federated.replies.check_evaluation`).
         """
         kept = []
+        evaluations, _ = self.identity.screen(when, evaluations)  # logged there
         for e in evaluations:
             reason = check_evaluation(e.metrics)
             if reason is None:
@@ -484,6 +494,5 @@ class Coordinator:
             privacy=privacy_summary(self.cfg, self.history),
             **extra,
         )
-        written = doc.to_json()
-        write_json(self.out_dir / str(self.cfg.output), written)
-        return written
+        write_results(self.out_dir, str(self.cfg.output), doc)
+        return doc.to_json()

@@ -204,7 +204,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, adapter: str 
     ValueError
         If the run directory lacks a file the export needs.
     """
-    from fedrec.federated.client import LocalStateStore
+    from fedrec.federated.local_state import LocalStateStore
 
     run_dir = Path(run_dir)
     if adapter not in ("best", "global"):

@@ -5,15 +5,27 @@ The comparison a platform makes before it joins: its own shared part trained for
 personal fit as its federated client, then the same test. The transfer matrix scores every
 platform's shared part (the text path) on every platform: the zero-shot view of what one
 platform's model knows of another's items.
+
+With ``federation.compare_parallel`` each platform is trained in a process of its own
+(spawned, one torch thread per core it gets), as the simulation's clients are: the models
+are small, so one process per platform uses the cores far better than one process with
+several threads. Each process first trains and serves its platform, sends back its metrics
+and shared state, then scores every platform's shared state on its own test split (its row
+of the transfer matrix's columns). Both ways run :func:`train_alone` with the same seeds.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
+import os
 import time
+import traceback
 from typing import Any
 
-from omegaconf import DictConfig
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
 
 from fedrec.seqrec.build import build_platform
 from fedrec.seqrec.platform import SeqPlatform
@@ -30,6 +42,45 @@ def build_platforms(cfg: DictConfig) -> dict[str, SeqPlatform]:
     for name, data in load_datasets(cfg).items():
         inputs = build_inputs(cfg, data, tokenizer)
         out[name] = build_platform(cfg, data, encoder, build_catalogue(cfg, data, inputs, encoder))
+    return out
+
+
+def train_alone(
+    cfg: DictConfig, plat: SeqPlatform, index: int, split: str
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Train, serve and score one platform alone: ``(its record, its shared state)``.
+
+    The record is ``{"steps", "examples", "seconds", split: metrics}`` (the served model's
+    metrics with the shared part's as ``shared-<metric>``). Torch's generator is seeded from
+    the run's seed and the platform's index first, so the result does not depend on which
+    platforms ran before it in the same process.
+    """
+    from fedrec.federated.client import round_seed
+    from fedrec.seqrec.serving import fit_serving, served_metrics
+
+    fed, seq = cfg.federation, cfg.model.seq
+    torch.manual_seed(round_seed(int(cfg.seed), 0, index))
+    steps = rows = 0
+    seconds = 0.0
+    for r in range(1, int(fed.rounds) + 1):
+        stats = plat.train(float(fed.local_epochs), int(seq.batch_size), round_seed(cfg.seed, r, index))
+        steps, rows, seconds = steps + stats.steps, rows + stats.rows, seconds + stats.seconds
+    state = plat.shared_state()
+    seconds += fit_serving(plat, cfg, int(cfg.seed)).get("personal", {}).get("seconds", 0.0)
+    metrics = served_metrics(plat, split, None, int(cfg.train.eval_batch_size))
+    return {"steps": steps, "examples": rows, "seconds": round(seconds, 2), split: metrics}, state
+
+
+def transfer_column(
+    plat: SeqPlatform, states: dict[str, dict[str, np.ndarray]], split: str, batch_size: int
+) -> dict[str, dict[str, float]]:
+    """Every source's shared state scored on ``plat`` (text path); ``plat`` keeps its own state after."""
+    own = plat.shared_state()
+    out = {}
+    for source, state in states.items():
+        plat.load_shared(state, include_local=True)
+        out[source] = plat.task.evaluate(split, "shared", batch_size=batch_size)
+    plat.load_shared(own, include_local=True)
     return out
 
 
@@ -50,35 +101,97 @@ def local_only(cfg: DictConfig, split: str = "test") -> dict[str, Any]:
         {"steps", "examples", "seconds", split: metrics}}, "transfer": {...}}``; a model's
         metrics are its personal model's, with the shared part's as ``shared-<metric>``.
     """
-    from fedrec.federated.client import round_seed
-    from fedrec.seqrec.serving import fit_serving, served_metrics
-
-    fed, seq = cfg.federation, cfg.model.seq
-    platforms = build_platforms(cfg)
-    models: dict[str, dict[str, Any]] = {}
-    states = {}
-    for i, (name, plat) in enumerate(platforms.items()):
-        steps = rows = 0
-        seconds = 0.0
-        for r in range(1, int(fed.rounds) + 1):
-            stats = plat.train(float(fed.local_epochs), int(seq.batch_size), round_seed(cfg.seed, r, i))
-            steps, rows, seconds = steps + stats.steps, rows + stats.rows, seconds + stats.seconds
-        states[name] = plat.shared_state()
-        seconds += fit_serving(plat, cfg, int(cfg.seed)).get("personal", {}).get("seconds", 0.0)
-        metrics = served_metrics(plat, split, None, int(cfg.train.eval_batch_size))
-        models[name] = {"steps": steps, "examples": rows, "seconds": round(seconds, 2), split: metrics}
-        log.info("local-only %s: %d steps, %.1fs, %s NDCG@10 %.4f", name, steps, seconds, split, metrics["NDCG@10"])
-    transfer: dict[str, dict[str, dict[str, float]]] = {a: {} for a in platforms}
-    start = time.perf_counter()
-    for name, plat in platforms.items():
-        own = plat.shared_state()
-        for source, state in states.items():
-            plat.load_shared(state, include_local=True)
-            transfer[source][name] = plat.task.evaluate(split, "shared", batch_size=int(cfg.train.eval_batch_size))
-        plat.load_shared(own, include_local=True)
-    log.info("transfer matrix scored in %.1fs", time.perf_counter() - start)
+    names = list(cfg.platforms)
+    parallel = bool(cfg.federation.compare_parallel) and len(names) > 1
+    run = _in_processes if parallel else _in_this_process
+    models, transfer = run(cfg, split)
     return {
-        "epochs": float(fed.rounds) * float(fed.local_epochs),
-        "models": models,
-        "transfer": {"split": split, "adapters": list(platforms), "platforms": list(platforms), "metrics": transfer},
+        "epochs": float(cfg.federation.rounds) * float(cfg.federation.local_epochs),
+        "models": {n: models[n] for n in names},
+        "transfer": {"split": split, "adapters": names, "platforms": names, "metrics": transfer},
     }
+
+
+def _report(name: str, rec: dict[str, Any], split: str) -> None:
+    log.info(
+        "local-only %s: %d steps, %.1fs, %s NDCG@10 %.4f",
+        name,
+        rec["steps"],
+        rec["seconds"],
+        split,
+        rec[split]["NDCG@10"],
+    )
+
+
+def _in_this_process(cfg: DictConfig, split: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    platforms = build_platforms(cfg)
+    models, states = {}, {}
+    for i, (name, plat) in enumerate(platforms.items()):
+        models[name], states[name] = train_alone(cfg, plat, i, split)
+        _report(name, models[name], split)
+    start = time.perf_counter()
+    transfer: dict[str, dict[str, Any]] = {a: {} for a in platforms}
+    for name, plat in platforms.items():
+        for source, m in transfer_column(plat, states, split, int(cfg.train.eval_batch_size)).items():
+            transfer[source][name] = m
+    log.info("transfer matrix scored in %.1fs", time.perf_counter() - start)
+    return models, transfer
+
+
+def _in_processes(cfg: DictConfig, split: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    names = list(cfg.platforms)
+    threads = max(1, (os.cpu_count() or 1) // len(names))
+    ctx = mp.get_context("spawn")
+    doc = OmegaConf.to_container(cfg, resolve=True)
+    workers = []
+    for i, name in enumerate(names):
+        ours, theirs = ctx.Pipe()
+        proc = ctx.Process(target=_worker, args=(doc, name, i, split, threads, theirs), daemon=True)
+        proc.start()
+        workers.append((name, proc, ours))
+    try:
+        models, states = {}, {}
+        for name, _, conn in workers:
+            models[name], states[name] = _receive(name, conn, "trained")
+            _report(name, models[name], split)
+        for _, _, conn in workers:
+            conn.send(states)
+        transfer: dict[str, dict[str, Any]] = {a: {} for a in names}
+        for name, _, conn in workers:
+            for source, m in _receive(name, conn, "transfer").items():
+                transfer[source][name] = m
+        return models, transfer
+    finally:
+        for _, proc, _ in workers:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+
+
+def _receive(name: str, conn: Any, kind: str) -> Any:
+    """The next message of a platform's process; its traceback as an error if it failed."""
+    try:
+        got, payload = conn.recv()
+    except EOFError:
+        raise RuntimeError(f"the local-only process of platform {name!r} died without a reply") from None
+    if got == "error":
+        raise RuntimeError(f"the local-only model of platform {name!r} failed:\n{payload}")
+    assert got == kind, (got, kind)
+    return payload
+
+
+def _worker(doc: dict[str, Any], name: str, index: int, split: str, threads: int, conn: Any) -> None:
+    """A platform's process: train and serve it alone, then score the shared states it is sent."""
+    try:
+        torch.set_num_threads(threads)
+        cfg = OmegaConf.create(doc)
+        cfg.platforms = {name: cfg.platforms[name]}
+        cfg.train.progress = False
+        plat = build_platforms(cfg)[name]
+        conn.send(("trained", train_alone(cfg, plat, index, split)))
+        states = conn.recv()
+        conn.send(("transfer", transfer_column(plat, states, split, int(cfg.train.eval_batch_size))))
+    except Exception:
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()

@@ -138,34 +138,47 @@ class SeqPlatform:
         return self.task.train_shared(self.optimizer, epochs, batch_size, np.random.default_rng(seed))
 
     def finalize(
-        self, epochs: int, batch_size: int, lr: float, seed: int, eval_every: int = 5, max_users: int = -1
+        self,
+        epochs: int,
+        batch_size: int,
+        lr: float,
+        seed: int,
+        eval_every: int = 5,
+        max_users: int = -1,
+        patience: int = 0,
     ) -> dict[str, Any]:
         """Fit the personal model, keeping the epoch with the best validation NDCG@10 (the platform's own split).
+
+        ``patience`` > 0 stops after that many validations in a row without a better NDCG@10
+        (early stopping; the best validated epoch is kept either way).
 
         Returns
         -------
         dict
-            ``epochs`` (the chosen one), ``valid`` (its validation NDCG@10), ``seconds``.
+            ``epochs`` (the chosen one), ``valid`` (its validation NDCG@10), ``trained`` (epochs
+            run), ``seconds``.
         """
         rng = np.random.default_rng(seed)
         users = None
         if 0 < max_users < self.task.data.num_users:
             users = sorted(rng.choice(self.task.data.num_users, max_users, replace=False).tolist())
         best: tuple[float, int, dict[str, torch.Tensor] | None] = (-1.0, 0, None)
-        done, seconds = 0, 0.0
+        done, seconds, stale = 0, 0.0, 0
         self.task.personal = None
-        while done < epochs:
+        while done < epochs and not (patience > 0 and stale >= patience):
             step = min(eval_every, epochs - done)
             stats = self.task.personalize(step, batch_size, lr, rng, resume=done > 0)
             done += step
             seconds += stats.seconds
             ndcg = self.task.evaluate("valid", "personal", users=users)[NDCG]
+            stale += 1
             if ndcg > best[0]:
                 assert self.task.personal is not None
                 best = (ndcg, done, {k: v.detach().clone() for k, v in self.task.personal.state_dict().items()})
+                stale = 0
         assert self.task.personal is not None and best[2] is not None
         self.task.personal.load_state_dict(best[2])
-        return {"epochs": best[1], "valid": best[0], "seconds": seconds}
+        return {"epochs": best[1], "valid": best[0], "trained": done, "seconds": seconds}
 
     def fit_prior(self, prior: Prior, weights: Sequence[float], batch_size: int = 256) -> Prior:
         """Attach ``prior`` with the blend weight of the best validation NDCG@10 (ties: the smaller weight)."""

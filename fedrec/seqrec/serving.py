@@ -33,11 +33,13 @@ def fit_serving(plat: SeqPlatform, cfg: DictConfig, seed: int) -> dict[str, Any]
             float(seq.personal_lr),
             seed,
             eval_every=int(seq.personal_eval_every),
+            patience=int(seq.personal_patience),
         )
         log.info(
-            "%s: personal model, epoch %d of %d (valid NDCG@10 %.4f, %.1fs)",
+            "%s: personal model, epoch %d (best of %d run, at most %d; valid NDCG@10 %.4f, %.1fs)",
             plat.name,
             info["personal"]["epochs"],
+            info["personal"]["trained"],
             int(seq.personal_epochs),
             info["personal"]["valid"],
             info["personal"]["seconds"],

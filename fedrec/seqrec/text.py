@@ -11,11 +11,15 @@ top layers on them only.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
+from fedrec.io import save_torch
 from fedrec.model.backbone import batches
 from fedrec.model.encoder import LoraEncoder
+from fedrec.model.lower_cache import load_cached
 from fedrec.task import Catalogue
 
 
@@ -41,7 +45,7 @@ class ItemText:
     @property
     def num_items(self) -> int:
         """Catalogue size."""
-        return int(self.catalogue.item_hidden.shape[0])
+        return self.catalogue.num_items
 
     @property
     def dim(self) -> int:
@@ -64,14 +68,38 @@ class ItemText:
 
     @torch.no_grad()
     def refresh(self) -> torch.Tensor:
-        """Recompute the index with the current adapter; returns it."""
+        """Recompute the index with the current adapter; returns it.
+
+        The frozen text (adapter off) never changes: it is computed once and, with the
+        catalogue's disk cache, stored beside the lower-layer states, so the other
+        processes of a run (clients, local-only models, evaluation) load ``[N, h]`` instead
+        of the ``[N, L, h]`` lower-layer states and the top layers' compute.
+        """
         if self._index is not None and not self.adapter:
-            return self._index  # the frozen text never changes
+            return self._index
+        path = self._frozen_path()
+        if path is not None:
+            self._index = load_cached(path, (self.num_items, self.dim))
+            if self._index is not None:
+                return self._index
         was = self.encoder.training
         self.encoder.eval()
-        self._index = torch.cat([self._encode(sl) for sl in batches(self.num_items, self.batch_size)])
+        # items sorted by length, so that each batch (cut to its longest text) carries little padding
+        order = torch.argsort(self.catalogue.item_mask.sum(1), descending=True, stable=True)
+        index = torch.empty(self.num_items, self.dim)
+        for sl in batches(self.num_items, self.batch_size):
+            index[order[sl]] = self._encode(order[sl])
+        self._index = index
         self.encoder.train(was)
+        if path is not None:
+            save_torch(path, self._index)
         return self._index
+
+    def _frozen_path(self) -> Path | None:
+        """Disk-cache file of the frozen text index (None: the adapter is trained, or no disk cache)."""
+        if self.adapter or self.catalogue.cache_dir is None or not self.catalogue.key:
+            return None
+        return Path(self.catalogue.cache_dir) / f"frozen-text-v1-{self.catalogue.key}.pt"
 
     def with_fresh(self, items: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         """The index with the rows ``items`` carrying the adapter's gradient (values unchanged).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -121,20 +122,30 @@ class Deployment:
         self.procs.append(proc)
         return proc
 
-    def register(self, platforms: tuple[str, ...]) -> None:
-        """``flwr supernode register node-<platform>.pub`` for each platform (at once: each CLI takes seconds)."""
+    def register(self, platforms: tuple[str, ...]) -> dict[str, int]:
+        """``flwr supernode register node-<platform>.pub`` for each platform (at once: each CLI takes seconds).
+
+        Returns each platform's node id, as the SuperLink assigned it.
+        """
         procs = {
             p: self.flwr("supernode", "register", str(self.creds / f"node-{p}.pub"), "fedrec-test", "--name", p)
             for p in platforms
         }
+        ids = {}
         for p, proc in procs.items():
             out, _ = proc.communicate(timeout=60)
-            assert proc.returncode == 0 and "registered successfully" in out, f"{p}: {out}"
+            found = re.search(r"SuperNode (\d+) registered successfully", out)
+            assert proc.returncode == 0 and found, f"{p}: {out}"
+            ids[p] = int(found.group(1))
+        return ids
 
-    def start_supernode(self, platform: str, port: int, key: Path, data_root: Path) -> subprocess.Popen[bytes]:
+    def start_supernode(
+        self, platform: str, port: int, key: Path, data_root: Path, name: str = ""
+    ) -> subprocess.Popen[bytes]:
+        """A SuperNode serving ``platform`` with ``key``; its log: ``<name>.log`` (``supernode_<platform>``)."""
         node_config = f"platform='{platform}' data-root='{data_root}' cache-dir='{self.tmp / f'cache_{platform}'}'"
         return self.start(
-            f"supernode_{platform}",
+            name or f"supernode_{platform}",
             [
                 str(BIN / "flower-supernode"),
                 "--root-certificates",

@@ -66,34 +66,34 @@ def _perturbed(state: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]
 
 
 def test_bad_updates_are_rejected_with_a_reason_and_the_round_goes_on(tmp_path: Path) -> None:
-    co, logs = _coordinator(tmp_path)
-    strategy = FedrecStrategy(co)
-    good_video, good_social = _perturbed(co.global_state, 1), _perturbed(co.global_state, 2)
+    cfg = _cfg("++federation.nodes={1: video, 2: ecommerce, 3: social}")  # the registered node ids
+    initial, backbone = initial_adapter(cfg)
+    good_video, good_social = _perturbed(initial, 1), _perturbed(initial, 2)
     first = next(iter(good_video))
-    misshaped = {**_perturbed(co.global_state, 3), first: np.zeros((3, 3), np.float32)}
-    nonfinite = _perturbed(co.global_state, 4)
+    misshaped = {**_perturbed(initial, 3), first: np.zeros((3, 3), np.float32)}
+    nonfinite = _perturbed(initial, 4)
     nonfinite[first][0, 0] = np.nan
-    replies = [
-        _reply(1, "video", good_video, 300),
-        _reply(2, "ecommerce", misshaped),
-        _reply(3, "social", good_social, 100),
-        _reply(4, "ecommerce", nonfinite),
-        _reply(5, "ecommerce", None),  # the client raised
-        _reply(6, "ecommerce", _perturbed(co.global_state, 5), n=0),  # no examples
-    ]
-    arrays, metrics = strategy.aggregate_train(1, replies)
-    assert arrays is not None and metrics is not None
+    bad = {  # ecommerce's reply (node 2), and the reason it is rejected for
+        "has shape (3, 3)": _reply(2, "ecommerce", misshaped),
+        "non-finite": _reply(2, "ecommerce", nonfinite),
+        "client error: ValueError: boom": _reply(2, "ecommerce", None),  # the client raised
+        "num-examples is 0": _reply(2, "ecommerce", _perturbed(initial, 5), n=0),  # no examples
+    }
     expected = fedavg([good_social, good_video], [100, 300])
-    for k, v in arrays.items():
-        np.testing.assert_allclose(v.numpy(), expected[k], rtol=1e-6)
-    assert metrics["num-examples"] == 400
-    reasons = {r["node"]: r["reason"] for r in co.pending["rejected"]}
-    assert set(reasons) == {"2", "4", "5", "6"}
-    assert "has shape (3, 3)" in reasons["2"] and "non-finite" in reasons["4"]
-    assert "client error: ValueError: boom" in reasons["5"] and "num-examples is 0" in reasons["6"]
-    warnings = [m for lvl, m in logs if lvl == logging.WARNING]
-    assert len(warnings) == 4 and all("round 1: rejected the update of" in m for m in warnings)
-    assert "of ecommerce (node 2): tensor" in warnings[0] and "of node-5 (node 5): client error" in warnings[3]
+    for i, (why, reply) in enumerate(bad.items()):
+        logs: list[tuple[int, str]] = []
+        co = Coordinator(cfg, tmp_path / str(i), initial, backbone, log=lambda lvl, m, out=logs: out.append((lvl, m)))
+        replies = [_reply(1, "video", good_video, 300), reply, _reply(3, "social", good_social, 100)]
+        arrays, metrics = FedrecStrategy(co).aggregate_train(1, replies)
+        assert arrays is not None and metrics is not None
+        for k, v in arrays.items():
+            np.testing.assert_allclose(v.numpy(), expected[k], rtol=1e-6)
+        assert metrics["num-examples"] == 400
+        (rejected,) = co.pending["rejected"]
+        assert rejected["node"] == "2" and why in rejected["reason"], rejected
+        (warning,) = [m for lvl, m in logs if lvl == logging.WARNING]
+        # an error reply names no platform: it is taken for the one its node is bound to
+        assert warning.startswith("round 1: rejected the update of ecommerce (node 2): ") and why in warning
 
 
 def test_all_rejected_keeps_the_global_adapter(tmp_path: Path) -> None:
@@ -112,9 +112,12 @@ def test_ffa_adapter_is_b_only_and_half_the_bytes(tmp_path: Path) -> None:
     assert sum(v.nbytes for v in b_only.values()) * 2 == sum(v.nbytes for v in full.values())
 
 
+NODE = {"video": "1", "ecommerce": "2", "social": "3"}  # one node per platform
+
+
 def _evals(losses: dict[str, float]) -> list[ClientEvaluation]:
     return [
-        ClientEvaluation("1", p, {"loss": x, "HR@10": 0.1, "NDCG@10": 0.05, "MRR": 0.04, "users": 10})
+        ClientEvaluation(NODE[p], p, {"loss": x, "HR@10": 0.1, "NDCG@10": 0.05, "MRR": 0.04, "users": 10})
         for p, x in losses.items()
     ]
 
@@ -262,9 +265,9 @@ def test_unusable_evaluations_are_ignored_with_a_reason_and_never_make_the_best_
     entry = co.end_round(2, _evals({"video": 3.0, "ecommerce": 5.0, "social": 7.0}), bytes_down=10, seconds=1.0)
     assert entry["cross_platform_loss"] == pytest.approx(5.0) and co.best_round == 2 and co.best_loss == 5.0
     # the final test: an unusable reply is left out of the results, with its reason
-    doc = co.finish("simulate", [*_evals({"video": 3.0}), ClientEvaluation("2", "social", {**good, "MRR": -1.0})])
+    doc = co.finish("simulate", [*_evals({"video": 3.0}), ClientEvaluation("3", "social", {**good, "MRR": -1.0})])
     assert set(doc["platforms"]) == {"video"}
-    assert logs[-1][1] == "test: ignored the evaluation of social (node 2): metric 'MRR' is -1.0, outside [0, 1]"
+    assert logs[-1][1] == "test: ignored the evaluation of social (node 3): metric 'MRR' is -1.0, outside [0, 1]"
 
 
 def test_finite_poison_in_replies_is_rejected_and_capped(tmp_path: Path) -> None:

@@ -127,19 +127,20 @@ def test_coordinator_keys_clients_by_name_and_combines_platforms(tmp_path: Path)
     assert co.clients == ["video/0", "video/1", "social/0", "social/1"] and co.min_clients == 4
     state = {k: v + 0.01 for k, v in initial.items()}
     updates = [
-        ClientUpdate("n", c.split("/")[0], state, 10 * (i + 1), {"train_loss": float(i)}, 8, client=c)
+        ClientUpdate(f"n{i}", c.split("/")[0], state, 10 * (i + 1), {"train_loss": float(i)}, 8, client=c)
         for i, c in enumerate(co.clients)
     ]
-    updates.append(ClientUpdate("n", "video", None, 0, problem="broken", client="video/1"))
+    updates.append(ClientUpdate("n1", "video", None, 0, problem="broken", client="video/1"))  # a second reply
     co.aggregate_train(1, updates)
     ranks = {"HR@10": 0.2, "NDCG@10": 0.1, "MRR": 0.05}  # every metric an evaluation reply must carry
     evals = [
-        ClientEvaluation("n", c.split("/")[0], {"loss": float(i + 1), **ranks, "users": 10 * (i + 1)}, c)
+        ClientEvaluation(f"n{i}", c.split("/")[0], {"loss": float(i + 1), **ranks, "users": 10 * (i + 1)}, c)
         for i, c in enumerate(co.clients)
     ]
     entry = co.end_round(1, evals, bytes_down=100, seconds=1.0)
     assert set(entry["clients"]) == set(co.clients) and entry["clients"]["video/1"]["valid"]["loss"] == 2.0
-    assert entry["rejected"] == [{"platform": "video", "client": "video/1", "node": "n", "reason": "broken"}]
+    why = "a second reply for 'video/1' in this step"
+    assert entry["rejected"] == [{"platform": "video", "client": "video/1", "node": "n1", "reason": why}]
     video, social = entry["platforms"]["video"], entry["platforms"]["social"]
     assert video["valid"] == {
         "loss": pytest.approx((1 * 10 + 2 * 20) / 30),

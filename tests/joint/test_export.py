@@ -13,8 +13,8 @@ from transformers import AutoModel
 
 from fedrec.build import build_encoder, build_task, load_datasets
 from fedrec.federated.checkpoint import load_checkpoint
-from fedrec.federated.client import LocalStateStore
 from fedrec.federated.local import run_local
+from fedrec.federated.local_state import LocalStateStore
 from fedrec.joint import Recommender, export_run
 from fedrec.joint.export import save_adapter
 from fedrec.model.backbone import load_backbone, mean_pool

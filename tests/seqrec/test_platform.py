@@ -73,3 +73,21 @@ def test_the_shared_state_is_a_snapshot_not_a_view(make_task: Callable[..., SeqT
     p.load_shared({k: v + 1.0 for k, v in before.items()})  # the parameters change in place
     for k, v in before.items():
         np.testing.assert_array_equal(v, kept[k])
+
+
+@pytest.mark.parametrize(("patience", "trained", "chosen"), [(1, 3, 2), (2, 4, 4), (0, 4, 4)])
+def test_finalize_stops_after_patience_validations_without_a_better_one(
+    make_task: Callable[..., SeqTask], monkeypatch: pytest.MonkeyPatch, patience: int, trained: int, chosen: int
+) -> None:
+    p = SeqPlatform(make_task())
+    scripted = iter([0.1, 0.3, 0.2, 0.4])  # validation NDCG@10 after epochs 1, 2, 3, 4
+    calls: list[int] = []
+
+    def evaluate(split: str, which: str = "personal", **kw: object) -> dict[str, float]:
+        calls.append(1)
+        return {"NDCG@10": next(scripted)}
+
+    monkeypatch.setattr(p.task, "evaluate", evaluate)
+    out = p.finalize(epochs=4, batch_size=8, lr=1e-2, seed=0, eval_every=1, patience=patience)
+    assert (out["trained"], out["epochs"], len(calls)) == (trained, chosen, trained)
+    assert out["valid"] == {2: 0.3, 4: 0.4}[chosen]

@@ -3,6 +3,9 @@
 ``train`` (:mod:`fedrec.cli.bench.train`)
     Local training examples/s and peak RSS, non-private vs DP, across LoRA placement,
     precision and user-text length; the DP / non-DP ratio per row.
+``seqtrain`` (:mod:`fedrec.cli.bench.seq_train`)
+    The sequence model's (the default's) local training users/s and targets/s, non-private
+    vs user-level DP, one row per platform; the DP / non-DP ratio per row.
 ``encode`` (:mod:`fedrec.cli.bench.encode`)
     Item-index build items/s and one user's top-10 latency (p50 / p99).
 ``comm`` (:mod:`fedrec.cli.bench.comm`)
@@ -28,11 +31,12 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-BENCHMARKS = ("train", "encode", "comm", "round", "scale")
+BENCHMARKS = ("train", "seqtrain", "encode", "comm", "round", "scale")
 
 DESCRIPTION = """Benchmarks: each prints a table (with the machine it ran on) and writes <out>/bench_<name>.json.
 
   train   local training examples/s and peak RSS, non-DP vs DP (default platform video, MiniLM)
+  seqtrain  the sequence model's training users/s and targets/s, non-DP vs DP, per platform
   encode  item-index build items/s and one user's top-10 latency p50/p99 (default platform social)
   comm    bytes per client per round per aggregation mode vs the backbone; a default run's total
   round   Flower simulation round time: client compute, server aggregation, Flower/Ray overhead
@@ -52,7 +56,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="Hydra overrides (e.g. model=tiny train.num_negatives=256)")
     p.add_argument("--smoke", action="store_true", help="tiny random BERT, a few steps: seconds (CI)")
     p.add_argument("--out", default="outputs/bench", help="folder of the JSON files (default outputs/bench)")
-    p.add_argument("--platform", help="platform (default: train video, encode social)")
+    p.add_argument("--platform", help="platform (default: train video, encode social; seqtrain: all, or a,b)")
     p.add_argument("--threads", type=int, help="torch threads (default: train.threads; 1 with --smoke)")
     g = p.add_argument_group("train")
     g.add_argument("--grid", choices=["ofat", "full"], default="ofat", help="rows: one factor at a time (4) or all 8")
@@ -89,12 +93,13 @@ def _counts(text: str) -> list[int]:
 
 
 def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
-    from fedrec.cli.bench import comm, encode, rounds, scale, train
+    from fedrec.cli.bench import comm, encode, rounds, scale, seq_train, train
+
+    budget = None  # --seconds: the train benchmarks' minimum seconds per mode
+    if args.seconds is not None:
+        budget = dataclasses.replace(train.default_budget(args.smoke), seconds=args.seconds, max_pairs=40)
 
     def run_train() -> Any:
-        budget = None
-        if args.seconds is not None:
-            budget = dataclasses.replace(train.default_budget(args.smoke), seconds=args.seconds, max_pairs=40)
         return train.run_train(
             args.overrides,
             smoke=args.smoke,
@@ -108,8 +113,20 @@ def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
             threads=args.threads,
         )
 
+    def run_seq_train() -> Any:
+        return seq_train.run_seq_train(
+            args.overrides,
+            smoke=args.smoke,
+            out_dir=args.out,
+            platforms=args.platform.split(",") if args.platform else None,
+            batch=args.batch_size,
+            budget=budget,
+            threads=args.threads,
+        )
+
     return {
         "train": run_train,
+        "seqtrain": run_seq_train,
         "encode": lambda: encode.run_encode(
             args.overrides,
             smoke=args.smoke,

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,12 @@ def default_budget(smoke: bool = False) -> Budget:
 def _mode_summary(blocks: list[dict[str, float]]) -> dict[str, Any]:
     examples = sum(b["examples"] for b in blocks)
     seconds = sum(b["seconds"] for b in blocks)
+    extra = {}
+    if blocks and all("targets" in b for b in blocks):
+        extra["targets_per_s"] = median(b["targets"] / b["seconds"] for b in blocks if b["seconds"] > 0)
+        extra["targets"] = int(sum(b["targets"] for b in blocks))
     return {
+        **extra,
         "examples_per_s": median(b["examples"] / b["seconds"] for b in blocks if b["seconds"] > 0),
         "examples_per_s_total": ratio(examples, seconds),
         "examples": int(examples),
@@ -230,6 +236,8 @@ class RowRunner:
 def measure_rows(rows: list[list[str]], batch: int, noise: float, budget: Budget) -> list[dict[str, Any]]:
     """Build every row's task in this process and measure both trainers on each, rows interleaved.
 
+    :class:`RowRunner` for every row, then :func:`measure_runners`.
+
     Each round of measurement visits every row (starting one row later each round, so
     drift in the machine's load spreads over the rows) and runs one non-DP and one DP
     block on it, in alternating order; it stops when every row has ``budget.min_pairs``
@@ -256,7 +264,17 @@ def measure_rows(rows: list[list[str]], batch: int, noise: float, budget: Budget
         ``dp_ratio_total``.
     """
     rss = PeakRSS()
-    runners = [RowRunner(r, batch, noise, rss) for r in rows]
+    return measure_runners([RowRunner(r, batch, noise, rss) for r in rows], batch, budget, rss)
+
+
+def measure_runners(runners: Sequence[Any], batch: int, budget: Budget, rss: PeakRSS) -> list[dict[str, Any]]:
+    """Measure both trainers of every runner, runners interleaved (the loop of :func:`measure_rows`).
+
+    A runner has ``platform``, ``users``, ``build_seconds`` and ``run(mode, steps, seed)``
+    returning ``examples``, ``seconds``, ``peak_mib``, ``before_mib`` (and optionally
+    ``targets``: then each mode's summary has ``targets_per_s`` too); :class:`RowRunner`
+    and the sequence model's :class:`fedrec.cli.bench.seq_train.SeqRunner` are two.
+    """
     gc.collect()  # once, before measuring: a collection inside a block would count as training time
     steps = []
     for runner in runners:  # warm-up (not in the results); its rates size the blocks
