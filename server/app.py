@@ -195,14 +195,8 @@ class FlowerTransport:
         arrays = to_record(co.global_state)
         config = ConfigRecord({**co.message_config(), "server-round": server_round})
         replies = self._send(MessageType.TRAIN, nodes, arrays, config)
-        if self.silent:
-            log(
-                WARNING,
-                "round %d: no training reply within %gs from node(s) %s",
-                server_round,
-                self.timeout,
-                self.silent,
-            )
+        if self.silent:  # timed out (federation.round_timeout), or the SuperLink found the node offline
+            log(WARNING, "round %d: no training reply from node(s) %s", server_round, sorted(self.silent))
         self.strategy.aggregate_train(server_round, replies)
         return arrays.count_bytes()
 

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fedrec.io import write_json
+from fedrec.io import safe_name, write_json
 from fedrec.metrics import EXTRA_METRICS, METRICS
 
 #: the numeric training metrics a DP client may send (besides its adapter)
@@ -204,7 +204,7 @@ def merge_local_reports(doc: dict[str, Any], state_root: str | Path) -> dict[str
         return doc
     best = str(fed.get("best_round"))
     for name in withheld:
-        report = LocalReport(Path(state_root) / str(fed["run_key"]) / name)
+        report = LocalReport(Path(state_root) / safe_name(str(fed["run_key"]), "the run key") / name)
         tests = report.read().get("test", {})
         if not tests:
             raise ValueError(f"platform {name} withheld its test metrics and {report.path} has none")

@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fedrec.documents import FederationSummary, read_results
 from fedrec.federated.checkpoint import CHECKPOINT, load_checkpoint
+from fedrec.io import safe_name
 
 if TYPE_CHECKING:
     from fedrec.model.encoder import LoraEncoder
@@ -225,7 +226,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, adapter: str 
     ck = load_checkpoint(ckpt_dir / CHECKPOINT, lambda msg: log.warning("%s", msg))
     if ck is None:
         raise FileNotFoundError(f"{run_dir}: no checkpoint at {ckpt_dir / CHECKPOINT} (it names the clients' state)")
-    run_key = str(ck["run_key"])
+    run_key = safe_name(str(ck["run_key"]), "the checkpoint's run key")  # a folder name: no ../
     state_root = Path(str(cfg.federation.client_state_dir or run_dir / "client_state")) / run_key
     local = {}
     for name in cfg.platforms:

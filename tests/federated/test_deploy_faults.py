@@ -2,10 +2,13 @@
 
 Real processes on 127.0.0.1 (the helpers of ``test_deploy.py``): a SuperLink with TLS and
 ``--enable-supernode-auth``, two registered SuperNodes, ``flwr run`` with the registered node ids
-as ``federation.nodes``. When round 1 ends the video node is killed (its process group, SIGKILL);
-round 2 goes on with ecommerce alone (quorum 1) after ``round_timeout``; the node is restarted
-with the same key (so the same node id) until the SuperLink takes it back, and trains again by
-the last round. Small on purpose (tiny model, a fifth of ecommerce's users, two local steps).
+as ``federation.nodes``. While it trains round 2 the video node is killed (its process group,
+SIGKILL); round 2 goes on with ecommerce alone (quorum 1) once the SuperLink reports the node
+offline (two missed heartbeats, well before ``round_timeout``); the node is restarted
+with the same key (so the same node id) until the SuperLink takes it back, and trains again in
+round 3. Small on purpose (tiny model, a fifth of ecommerce's users, two local steps); what it
+costs is Flower's: a fresh ClientApp process per message (~20-26 s on 2 busy cores, most of it
+imports) and the ~60 s a dead node stays listed online (two missed 30 s heartbeats).
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ from tests.federated.test_deploy import _no_proxy_for_loopback as _no_proxy_for_
 pytestmark = pytest.mark.slow
 
 PLATFORMS = ("video", "ecommerce")
-ROUNDS = 4
-ROUND_TIMEOUT = 25
+ROUNDS = 3
+ROUND_TIMEOUT = 180  # far above an honest message (~26 s on 2 busy cores); the dead node costs Flower's ~60 s
 
 
 class Stream:
@@ -110,13 +113,17 @@ def test_a_supernode_killed_in_round_2_leaves_the_run_going_and_rejoins_when_res
         while not (out / "history.json").is_file():  # written as round 1 ends, just before round 2's messages
             assert time.monotonic() < deadline and run.poll() is None, stream.text[-3000:]
             time.sleep(0.05)
-        os.killpg(procs["video"].pid, signal.SIGKILL)  # the node and its ClientApp process, as round 2 starts
+        while dep.log("supernode_video").count("Receiving: train message") < 2:  # round 2's, being trained
+            assert time.monotonic() < deadline and run.poll() is None, stream.text[-3000:]
+            time.sleep(0.05)
+        os.killpg(procs["video"].pid, signal.SIGKILL)  # the node and its ClientApp process, mid-round 2
         procs["video"].wait(timeout=30)
         killed = time.monotonic()
-        key = dep.creds / "node-video.key"
-        restarts = _supervise(lambda name: dep.start_supernode("video", node_ports[0], key, data_root, name), stop)
         stream.wait_for("round 2: no training reply", timeout=ROUND_TIMEOUT + 120)
         round2_train = time.monotonic() - killed
+        # restarted once the SuperLink has found it offline, with its key (so its registered node id)
+        key = dep.creds / "node-video.key"
+        restarts = _supervise(lambda name: dep.start_supernode("video", node_ports[0], key, data_root, name), stop)
         run.wait(timeout=400)
         stop.set()
         stream.thread.join(timeout=10)
@@ -124,18 +131,20 @@ def test_a_supernode_killed_in_round_2_leaves_the_run_going_and_rejoins_when_res
         doc = json.loads((out / "results.json").read_text())
         hist = doc["federation"]["history"]
         trained = [sorted(p for p, v in h["platforms"].items() if v["train"]) for h in hist]
-        # round 2 without the dead node; back for the last round at the latest (round 3 too when it was back in time)
-        assert trained[0] == trained[-1] == ["ecommerce", "video"] and trained[1] == ["ecommerce"], trained
+        assert trained == [["ecommerce", "video"], ["ecommerce"], ["ecommerce", "video"]], trained
         assert len(hist) == ROUNDS and hist[1]["platforms"]["video"]["valid"] is None
         assert hist[1]["cross_platform_loss"] is None and hist[-1]["cross_platform_loss"] is not None
         assert all(h["rejected"] == [] for h in hist)
         assert set(doc["platforms"]) == set(PLATFORMS)  # both scored at the end
-        assert f"round 2: no training reply within {ROUND_TIMEOUT:g}s from node(s) {{{ids['video']}}}" in stream.text
-        assert round2_train < ROUND_TIMEOUT + 30  # the dead node cost one round_timeout
+        assert f"round 2: no training reply from node(s) [{ids['video']}]" in stream.text
+        # the SuperLink answered for the dead node once it missed two heartbeats: no need to wait round_timeout
+        assert "no reply from node" in stream.text and round2_train < 90 < ROUND_TIMEOUT
         assert restarts and any("Exit Code" not in dep.log(n) for n in restarts)  # one restart stayed up
         assert "Uvicorn running on https://127.0.0.1" in dep.log("superlink")  # TLS, node authentication on
         assert "SuperNode authentication is disabled" not in dep.log("superlink")
     finally:
+        if "stream" in locals():
+            (tmp_path / "run.log").write_text(stream.text)  # the ServerApp's log, streamed
         stop.set()
         time.sleep(0.5)  # the supervisor starts nothing more
         dep.stop()
