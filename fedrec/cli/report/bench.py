@@ -6,10 +6,10 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from fedrec.cli.bench import BENCHMARKS
 from fedrec.cli.report.common import DASH, machine_text, number, size_text, table
 from fedrec.documents import BenchDocument
 
-BENCHMARKS = ("train", "encode", "comm", "round", "scale")
 SCALE_PLOT = "results_round_time_vs_clients.png"
 
 
@@ -31,6 +31,29 @@ def bench_train(doc: BenchDocument) -> str:
     return (
         f"Local training, {s.get('platform')}, {s.get('backbone')}, batch {s.get('batch')}, "
         f"{s.get('num_negatives')} negatives, {s.get('threads')} thread(s):\n\n" + table(head, rows)
+    )
+
+
+def bench_seqtrain(doc: BenchDocument) -> str:
+    """``bench_seqtrain.json``: the sequence model's users/s and targets/s per platform, non-DP vs DP."""
+    s = doc.settings
+    rows = [
+        [
+            r["platform"],
+            number(r.get("users")),
+            number(r["non_dp"]["examples_per_s"]),
+            number(r["dp"]["examples_per_s"]),
+            number(r["non_dp"].get("targets_per_s")),
+            number(r["dp"].get("targets_per_s")),
+            number(r.get("dp_ratio"), 2),
+            number(r["dp"].get("peak_rss_mib"), 0),
+        ]
+        for r in doc.rows
+    ]
+    head = ["platform", "users", "non-DP users/s", "DP users/s", "non-DP targets/s", "DP targets/s", "DP/non-DP"]
+    return (
+        f"Local training of the sequence model ({s.get('model')}), {s.get('batch')} users per step, "
+        f"{s.get('threads')} thread(s):\n\n" + table([*head, "DP peak MiB"], rows)
     )
 
 
@@ -154,6 +177,7 @@ def bench_scale(doc: BenchDocument) -> str:
 
 BENCH_RENDERERS: dict[str, Callable[[BenchDocument], str]] = {
     "train": bench_train,
+    "seqtrain": bench_seqtrain,
     "encode": bench_encode,
     "comm": bench_comm,
     "round": bench_round,
