@@ -23,9 +23,6 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from opacus.accountants import create_accountant
-from opacus.accountants.utils import get_noise_multiplier
-
 from fedrec.io import read_durable, write_durable
 
 if TYPE_CHECKING:
@@ -108,6 +105,8 @@ def _epsilon(history: tuple[Entry, ...], delta: float, accountant: str) -> float
         return 0.0
     if any(sigma <= 0 and q > 0 for sigma, q, _ in history):
         return math.inf
+    from opacus.accountants import create_accountant  # here: a run without DP never imports opacus (~3.5 s)
+
     acc = create_accountant(mechanism=accountant)
     acc.history = list(history)
     eps = float(acc.get_epsilon(delta=delta))
@@ -153,6 +152,8 @@ def calibrate_noise(
         raise ValueError(
             f"cannot calibrate noise for target_epsilon={target_epsilon}, steps={steps}, sample_rate={sample_rate}"
         )
+    from opacus.accountants.utils import get_noise_multiplier  # here: see _epsilon
+
     with warnings.catch_warnings():
         # the search probes very large multipliers, where RDP's alpha grid tops out; harmless there
         warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")

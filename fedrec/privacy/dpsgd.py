@@ -43,19 +43,21 @@ import math
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from fedrec.privacy.accounting import PrivacyLedger
-from fedrec.privacy.per_sample import FP32DPOptimizer, PerSampleGradients
 from fedrec.privacy.plan import DPPlan, count_users, dp_steps, ledger_from_config, plan_from_config, plan_private
 from fedrec.privacy.sampling import UserSampler
 from fedrec.steps import Step, StepHooks, StepStats, run_steps
 from fedrec.task import PlatformTask
 from fedrec.train import FitResult, sample_negatives, trainable_parameters
+
+if TYPE_CHECKING:
+    from fedrec.privacy.per_sample import FP32DPOptimizer  # imports opacus: only where DP trains
 
 __all__ = [
     "DPPlan",
@@ -299,6 +301,8 @@ def train_private(
     gen = noise_generator(plan, seed)
     task.model.train()
     task.refresh_index()
+    from fedrec.privacy.per_sample import FP32DPOptimizer, PerSampleGradients  # imports opacus: here, not at import
+
     per_sample = PerSampleGradients(task.model)
     opt = FP32DPOptimizer(
         torch.optim.AdamW(groups, weight_decay=weight_decay),
