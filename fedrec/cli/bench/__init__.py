@@ -19,7 +19,8 @@
     shards, tiny BERT): round time, server and Ray memory, how they grow, where it stops.
 
 Shared machinery (machine line, medians, peak RSS, JSON, tables) is in
-:mod:`fedrec.cli.bench.common`. ``--smoke`` runs every benchmark in seconds on the tiny
+:mod:`fedrec.cli.bench.common`; the alternating non-DP / DP blocks of ``train`` and ``seqtrain`` in
+:mod:`fedrec.cli.bench.blocks`. ``--smoke`` runs every benchmark in seconds on the tiny
 random BERT (what CI runs).
 """
 
@@ -93,11 +94,11 @@ def _counts(text: str) -> list[int]:
 
 
 def _runners(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
-    from fedrec.cli.bench import comm, encode, rounds, scale, seq_train, train
+    from fedrec.cli.bench import blocks, comm, encode, rounds, scale, seq_train, train
 
     budget = None  # --seconds: the train benchmarks' minimum seconds per mode
     if args.seconds is not None:
-        budget = dataclasses.replace(train.default_budget(args.smoke), seconds=args.seconds, max_pairs=40)
+        budget = dataclasses.replace(blocks.default_budget(args.smoke), seconds=args.seconds, max_pairs=40)
 
     def run_train() -> Any:
         return train.run_train(

@@ -7,7 +7,7 @@ per step (a row is one user with all of its targets) and
 :func:`~fedrec.seqrec.private.train_shared_private`, user-level DP-SGD with ``batch``
 *expected* users per step (Poisson sampling, per-user clipping, noise). They alternate in
 blocks of steps exactly as ``fedrec bench train`` does
-(:func:`fedrec.cli.bench.train.measure_runners`): users/s and targets/s (the positions
+(:func:`fedrec.cli.bench.blocks.measure_runners`): users/s and targets/s (the positions
 scored by the full-catalogue softmax) are the medians over blocks of the training loop;
 DP/non-DP is the median over adjacent block pairs; peak RSS is each mode's own.
 """
@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from fedrec.cli.bench.blocks import Budget, default_budget, measure_runners
 from fedrec.cli.bench.common import (
     PeakRSS,
     base_overrides,
@@ -32,7 +33,6 @@ from fedrec.cli.bench.common import (
     print_table,
     write_result,
 )
-from fedrec.cli.bench.train import Budget, default_budget, measure_runners
 
 NAME = "seqtrain"
 COLUMNS = (
@@ -154,7 +154,7 @@ def run_seq_train(
     noise : float, default 1.0
         DP noise multiplier.
     budget : Budget, optional
-        Default :func:`fedrec.cli.bench.train.default_budget`.
+        Default :func:`fedrec.cli.bench.blocks.default_budget`.
     threads : int, optional
         Torch threads (default 1: what a simulated client gets on 2 cores).
 

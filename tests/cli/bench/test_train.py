@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fedrec.cli.bench.train import Row, default_budget, grid_rows, measure_row_isolated, run_train
+from fedrec.cli.bench.blocks import default_budget
+from fedrec.cli.bench.train import Row, grid_rows, measure_row_isolated, run_train
 
 
 def test_grids() -> None:
