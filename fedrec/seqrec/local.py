@@ -21,6 +21,7 @@ import multiprocessing as mp
 import os
 import time
 import traceback
+from multiprocessing.connection import wait
 from typing import Any
 
 import numpy as np
@@ -149,10 +150,17 @@ def _in_processes(cfg: DictConfig, split: str) -> tuple[dict[str, Any], dict[str
         proc = ctx.Process(target=_worker, args=(doc, name, i, split, threads, theirs), daemon=True)
         proc.start()
         workers.append((name, proc, ours))
+    done = False
     try:
-        models, states = {}, {}
-        for name, _, conn in workers:
-            models[name], states[name] = _receive(name, conn, "trained")
+        got: dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]] = {}
+        pending = {conn: name for name, _, conn in workers}
+        while pending:  # in the order they finish: a failure is reported as soon as it happens
+            for conn in wait(list(pending)):
+                name = pending.pop(conn)  # type: ignore[call-overload]
+                got[name] = _receive(name, conn, "trained")
+        models = {name: got[name][0] for name in names}
+        states = {name: got[name][1] for name in names}
+        for name in names:
             _report(name, models[name], split)
         for _, _, conn in workers:
             conn.send(states)
@@ -160,10 +168,11 @@ def _in_processes(cfg: DictConfig, split: str) -> tuple[dict[str, Any], dict[str
         for name, _, conn in workers:
             for source, m in _receive(name, conn, "transfer").items():
                 transfer[source][name] = m
+        done = True
         return models, transfer
     finally:
         for _, proc, _ in workers:
-            proc.join(timeout=30)
+            proc.join(timeout=30 if done else 0)  # after a failure the others are stopped at once
             if proc.is_alive():
                 proc.kill()
 

@@ -19,6 +19,8 @@ OVERRIDES = [
     "federation.local_epochs=0.5",
     "model.seq.personal_epochs=1",
     "federation.compare_local=true",
+    "platforms.video.prior=none",  # the EASE prior (a 17,632-item inverse on social) is not what is compared here
+    "platforms.social.prior=none",
 ]
 
 
