@@ -153,10 +153,10 @@ def _in_processes(cfg: DictConfig, split: str) -> tuple[dict[str, Any], dict[str
     done = False
     try:
         got: dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]] = {}
-        pending = {conn: name for name, _, conn in workers}
+        pending: dict[Any, str] = {conn: name for name, _, conn in workers}
         while pending:  # in the order they finish: a failure is reported as soon as it happens
             for conn in wait(list(pending)):
-                name = pending.pop(conn)  # type: ignore[call-overload]
+                name = pending.pop(conn)
                 got[name] = _receive(name, conn, "trained")
         models = {name: got[name][0] for name in names}
         states = {name: got[name][1] for name in names}

@@ -11,7 +11,6 @@ the backbone.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import time
@@ -47,22 +46,16 @@ def warm_text_cache(cfg: DictConfig, threads: int | None = None) -> dict[str, fl
     """
     if not frozen_text_cached(cfg):
         return {}
-    from fedrec.build import build_catalogue, build_encoder, build_inputs, load_datasets
-    from fedrec.seqrec.text import ItemText
+    from fedrec.seqrec.local import build_platforms
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads or os.cpu_count() or 1)
     out: dict[str, float] = {}
     try:
-        encoder, tokenizer = build_encoder(cfg.model, int(cfg.seed))
-        for name, data in load_datasets(cfg).items():
+        for name, plat in build_platforms(cfg).items():  # catalogues are lazy: nothing runs until index()
             start = time.perf_counter()
-            catalogue = build_catalogue(cfg, data, build_inputs(cfg, data, tokenizer), encoder)
-            text = ItemText(catalogue, encoder, adapter=False, batch_size=int(cfg.train.eval_batch_size))
-            text.index()
+            plat.task.text.index()
             out[name] = round(time.perf_counter() - start, 2)
-            del text, catalogue
-            gc.collect()
         log.info("frozen item text ready (%s)", ", ".join(f"{k} {v:.0f}s" for k, v in out.items()))
     finally:
         torch.set_num_threads(before)

@@ -79,7 +79,7 @@ class SeqRunner:
     rss : PeakRSS
         The process's peak-RSS meter (reset before every block).
     build_seconds : float
-        Seconds it took to build the platform.
+        Seconds it took to build the platforms, per platform (their mean).
     """
 
     def __init__(
