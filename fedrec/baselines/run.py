@@ -63,7 +63,8 @@ def run_baselines(
     item_vectors : mapping of str to torch.Tensor, optional
         Precomputed frozen-text item vectors per platform name; default None (encode).
     cache_dir : str or pathlib.Path, optional
-        On-disk cache of the encoded item vectors; default None (no cache).
+        On-disk cache of the encoded item vectors and of EASE's fits (``<cache_dir>/ease``);
+        default None (no cache).
     batch_size : int, default 256
         Users scored per call of a score function.
     progress : bool, default True
@@ -103,7 +104,9 @@ def run_baselines(
         elif model == "itemknn":
             score_fn = ItemKNN(data)
         elif model == "ease":
-            score_fn, fit = fit_ease(data, ease_grid(ease_lambdas, platform), batch_size=batch_size)
+            ease_cache = None if cache_dir is None else Path(cache_dir) / "ease"
+            grid = ease_grid(ease_lambdas, platform)
+            score_fn, fit = fit_ease(data, grid, batch_size=batch_size, cache_dir=ease_cache)
         elif model == "sasrec":
             score_fn, fit = fit_sasrec(data, sasrec, seed=seed, batch_size=batch_size)
         else:

@@ -114,6 +114,8 @@ def validate_seq(cfg: DictConfig) -> None:
         raise ValueError(f"model.seq.dim ({seq.dim}) must be a positive multiple of model.seq.heads ({seq.heads})")
     if seq.layers < 1 or seq.max_history < 1 or seq.batch_size < 1 or seq.personal_epochs < 0:
         raise ValueError("model.seq.layers, max_history and batch_size must be >= 1 and personal_epochs >= 0")
+    if seq.length_groups < 1:
+        raise ValueError(f"model.seq.length_groups must be >= 1, got {seq.length_groups}")
     if not 0.0 < seq.holdout < 1.0 or not 0.0 <= seq.dropout < 1.0:
         raise ValueError(f"model.seq.holdout must be in (0, 1) and dropout in [0, 1), got {seq.holdout}, {seq.dropout}")
     for name, p in cfg.platforms.items():

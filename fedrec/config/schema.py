@@ -74,6 +74,11 @@ class SeqConfig:
     fresh_items: int = _f(256, "With train_adapter: items per step whose text vectors carry the adapter's gradient.")
     refresh_steps: int = _f(20, "With train_adapter: rebuild the item index every N steps.")
     batch_size: int = _f(128, "Users (training rows) per step.")
+    length_groups: int = _f(
+        4,
+        "Training losses computed in this many groups of rows of similar history length, each without the "
+        "padding of longer ones: the same losses, ~2x faster on ecommerce (fedrec bench seqtrain).",
+    )
     lr: float = _f(1e-3, "Adam learning rate of the shared part.")
     adapter_lr: float = _f(1e-4, "Adam learning rate of the LoRA adapter (train_adapter only).")
     local_parts: list[str] = _f(

@@ -32,7 +32,13 @@ def build_shared(cfg: DictConfig, text_dim: int) -> SharedSequenceModel:
     torch.manual_seed(int(cfg.seed))
     try:
         model = SharedSequenceModel(
-            text_dim, int(seq.dim), int(seq.max_history), int(seq.layers), int(seq.heads), float(seq.dropout)
+            text_dim,
+            int(seq.dim),
+            int(seq.max_history),
+            int(seq.layers),
+            int(seq.heads),
+            float(seq.dropout),
+            length_groups=int(seq.length_groups),
         )
     finally:
         torch.random.set_rng_state(gen_state)

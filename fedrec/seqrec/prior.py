@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -58,9 +59,14 @@ class Prior:
     info: dict = field(default_factory=dict)
 
 
-def fit_ease_prior(data: PlatformData, lambdas: Sequence[float], batch_size: int = 256) -> Prior:
-    """EASE on the platform's training data, λ chosen on its valid split (:func:`fedrec.baselines.ease.fit_ease`)."""
+def fit_ease_prior(
+    data: PlatformData, lambdas: Sequence[float], batch_size: int = 256, cache_dir: str | Path | None = None
+) -> Prior:
+    """EASE on the platform's training data, λ chosen on its valid split (:func:`fedrec.baselines.ease.fit_ease`).
+
+    ``cache_dir`` keeps the fit on the platform's own disk (it is derived from its data).
+    """
     from fedrec.baselines.ease import fit_ease
 
-    model, info = fit_ease(data, list(lambdas), batch_size=batch_size)
+    model, info = fit_ease(data, list(lambdas), batch_size=batch_size, cache_dir=cache_dir)
     return Prior("ease", model, 0.0, {"lambda": info["lambda"], "ease_seconds": info.get("seconds")})

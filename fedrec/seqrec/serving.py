@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -47,7 +48,8 @@ def fit_serving(plat: SeqPlatform, cfg: DictConfig, seed: int) -> dict[str, Any]
     pcfg = cfg.platforms[plat.name]
     if plat.task.prior is None and str(pcfg.get("prior", "none")) == "ease":
         lambdas = ease_grid(options_from_config(cfg)["ease_lambdas"], plat.name)
-        prior = plat.fit_prior(fit_ease_prior(plat.task.data, lambdas, batch), seq.prior_weights)
+        cache = Path(cfg.data.cache_dir).expanduser() / "baselines" / "ease"  # shared with fedrec.baselines.run
+        prior = plat.fit_prior(fit_ease_prior(plat.task.data, lambdas, batch, cache), seq.prior_weights)
         info["prior"] = {"weight": prior.weight, **prior.info}
         log.info("%s: EASE prior λ=%g, blend weight %g", plat.name, prior.info["lambda"], prior.weight)
     return info

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -89,3 +92,26 @@ def test_ease_video_matches_protocol(platforms: dict[str, PlatformData]) -> None
     assert test["users"] == 943
     assert test["HR@10"] == pytest.approx(0.0859, abs=1e-3)
     assert test["NDCG@10"] == pytest.approx(0.0391, abs=1e-3)
+
+
+def test_a_cached_fit_is_the_fit_and_a_corrupt_cache_is_refit(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data = _random_platform(40, 15, seed=5, per_user=5)
+    grid = [1.0, 10.0, 100.0]
+    model, info = fit_ease(data, grid, cache_dir=tmp_path)
+    files = list(tmp_path.glob("ease-v1-*.pt"))
+    assert len(files) == 1 and "cached" not in info
+    again, info2 = fit_ease(data, grid, cache_dir=tmp_path)
+    assert info2["cached"] is True and info2["lambda"] == info["lambda"]
+    users = list(range(data.num_users))
+    assert torch.equal(again(users, "test"), model(users, "test"))
+    # another grid or other data is another fit, not this one
+    assert "cached" not in fit_ease(data, [2.0], cache_dir=tmp_path)[1]
+    other = _random_platform(40, 15, seed=6, per_user=5)
+    assert "cached" not in fit_ease(other, grid, cache_dir=tmp_path)[1]
+    # a truncated file is refit (logged) and rewritten, the result unchanged
+    files[0].write_bytes(files[0].read_bytes()[:100])
+    with caplog.at_level(logging.WARNING, logger="fedrec.baselines"):
+        refit, info3 = fit_ease(data, grid, cache_dir=tmp_path)
+    assert "unreadable" in caplog.text and "cached" not in info3
+    assert torch.equal(refit(users, "test"), model(users, "test"))
+    assert fit_ease(data, grid, cache_dir=tmp_path)[1]["cached"] is True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -60,6 +61,28 @@ def test_a_rows_loss_and_gradient_ignore_the_other_rows() -> None:
 
     for a, b in zip(grad_of_row0(hist), grad_of_row0(changed), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_losses_in_length_groups_are_the_whole_batchs_losses_and_gradients(causal: bool) -> None:
+    text = torch.randn(N, H)
+    hist = [np.arange(1, n + 2) % N for n in (5, 1, 3, 2, 5, 4, 1)]
+    rows = sequential_rows(hist, 6) if causal else holdout_rows(hist, 6, 0.4, [(0, u) for u in range(7)])
+    shared = _model()
+    personal = PersonalModel(shared, N)
+    for model in (shared, personal):
+        got = {}
+        for groups in (1, 3):
+            for m in (shared, personal.shared):
+                m.length_groups = groups
+            model.zero_grad()
+            loss = model.loss(text, rows)
+            loss.sum().backward()
+            grads = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in model.parameters()]
+            got[groups] = (loss.detach(), grads)
+        assert torch.allclose(got[1][0], got[3][0], atol=1e-5)
+        for a, b in zip(got[1][1], got[3][1], strict=True):
+            assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_the_set_model_ignores_the_order_of_a_history() -> None:

@@ -42,3 +42,20 @@ def test_a_row_depends_on_its_own_history_only() -> None:
         r = 0 if first else 1
         assert torch.equal(a.ids[r][a.mask[r]], b.ids[r][b.mask[r]])
         assert torch.equal(a.targets[r, 0][a.target_mask[r, 0]], b.targets[r, 0][b.target_mask[r, 0]])
+
+
+def test_length_groups_hold_every_row_once_each_cut_to_its_longest() -> None:
+    hist = [np.arange(1, n + 2) for n in (9, 1, 4, 2, 7, 3)]
+    rows = sequential_rows(hist, max_len=8)
+    parts = rows.by_length(3)
+    assert sorted(torch.cat([index for index, _ in parts]).tolist()) == list(range(6))
+    for index, sub in parts:
+        assert sub.ids.shape[1] == int(rows.mask[index].sum(1).max())  # no column of padding only
+        keep = sub.ids.shape[1]
+        assert torch.equal(sub.ids, rows.ids[index, -keep:])
+        assert torch.equal(sub.targets, rows.targets[index, -keep:])
+        assert torch.equal(sub.num_targets, rows.num_targets[index])  # no target is cut
+    held = holdout_rows(hist, 8, 0.5, [(0, u) for u in range(6)])
+    for index, sub in held.by_length(2):
+        assert torch.equal(sub.num_targets, held.num_targets[index])
+        assert sub.targets.shape[-1] == int(held.num_targets[index].max())
