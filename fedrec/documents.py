@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 #: has no round time.
 LEGACY_KEYS: dict[str, dict[str, str]] = {
     "scale": {"round_wall_s": "round_s", "round_seconds": "round_s"},
+    "round": {"round_wall_s": "round_s", "first_round_wall_s": "first_round_s"},  # its summary, before 2026-12-04
 }
 
 
@@ -220,7 +221,7 @@ class BenchDocument:
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any], name: str | None = None) -> BenchDocument:
-        """Read the JSON object; rows written under a legacy key (:data:`LEGACY_KEYS`) get today's.
+        """Read the JSON object; rows and a summary written under a legacy key (:data:`LEGACY_KEYS`) get today's.
 
         Raises
         ------
@@ -245,6 +246,7 @@ class BenchDocument:
         known["machine"] = dict(known.get("machine") or {})
         legacy = LEGACY_KEYS.get(str(known["benchmark"]), {})
         known["rows"] = [_renamed(r, legacy) for r in known.get("rows") or []]
+        known["summary"] = _renamed(known.get("summary") or {}, legacy)
         return cls(**known, extra=extra)
 
 

@@ -53,6 +53,13 @@ def test_bench_documents_read_legacy_round_time_keys_through_one_map(tmp_path: P
     assert "round_wall_s" not in read.rows[1] and read.rows[3] == {"clients": 300, "wall_s": 60.0}
 
 
+def test_the_round_benchmarks_summary_reads_its_legacy_names(tmp_path: Path) -> None:
+    old = {"round_wall_s": 12.5, "first_round_wall_s": 40.0, "compute_s": 9.0}
+    doc = BenchDocument("round", False, {}, {}, [], old, 1.0, ["fedrec"])
+    (tmp_path / "bench_round.json").write_text(json.dumps(doc.to_json()))
+    assert read_bench(tmp_path)["round"].summary == {"round_s": 12.5, "first_round_s": 40.0, "compute_s": 9.0}
+
+
 def test_a_file_that_is_not_a_bench_document_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="no settings, summary"):
         BenchDocument.from_json({"machine": {}, "rows": []}, "encode")

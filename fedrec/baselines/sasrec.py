@@ -22,6 +22,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -34,6 +35,7 @@ from fedrec.evaluate import evaluate_rankings
 from fedrec.metrics import NDCG
 from fedrec.model.sequence import SequenceEncoder
 from fedrec.seqrec.rows import left_pad, sequential_rows
+from fedrec.steps import Step, run_steps
 
 log = logging.getLogger("fedrec.baselines")
 
@@ -63,8 +65,12 @@ class SASRecModel(nn.Module):
 
     def loss(self, ids: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean full-catalogue cross-entropy over the real positions (``targets [B, T]``, next items)."""
+        return self.position_losses(ids, mask, targets).mean()
+
+    def position_losses(self, ids: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """``[T]`` full-catalogue cross-entropy at each real position, in row-major order."""
         states = self.states(ids, mask)[mask]
-        return F.cross_entropy(states @ self.items.weight.T, targets[mask])
+        return F.cross_entropy(states @ self.items.weight.T, targets[mask], reduction="none")
 
     def scores(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``[B, n_items]`` scores from the state after each row's newest item."""
@@ -113,6 +119,24 @@ def _trim(ids: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor) -> tuple
     real = torch.nonzero(mask.any(dim=0))
     start = int(real[0]) if len(real) else mask.shape[1] - 1
     return ids[:, start:], mask[:, start:], targets[:, start:]
+
+
+def _step(
+    model: SASRecModel,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    targets: torch.Tensor,
+    batch: torch.Tensor,
+    *,
+    name: str,
+    epoch: int,
+) -> Step:
+    """One step's forward: the per-position losses of the batch's rows (their mean is SASRec's loss)."""
+    b_ids, b_mask, b_targets = _trim(ids[batch], mask[batch], targets[batch])
+    losses = model.position_losses(b_ids, b_mask, b_targets)
+    if not torch.isfinite(losses).all():
+        raise ValueError(f"{name}: SASRec training loss is not finite at epoch {epoch}")
+    return Step(losses, len(losses))
 
 
 def fit_sasrec(
@@ -164,21 +188,13 @@ def fit_sasrec(
     try:
         for epoch in range(1, int(s.max_epochs) + 1):
             model.train()
-            total, n = 0.0, 0
-            for batch in torch.randperm(len(ids), generator=gen).split(int(s.batch_size)):
-                b_ids, b_mask, b_targets = _trim(ids[batch], mask[batch], targets[batch])
-                loss = model.loss(b_ids, b_mask, b_targets)
-                if not torch.isfinite(loss):
-                    raise ValueError(f"{data.name}: SASRec training loss is {loss.item()} at epoch {epoch}")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total, n = total + loss.item() * len(batch), n + len(batch)
+            batches = torch.randperm(len(ids), generator=gen).split(int(s.batch_size))
+            stats = run_steps(batches, partial(_step, model, ids, mask, targets, name=data.name, epoch=epoch), opt)
             if epoch % int(s.eval_every) and epoch != int(s.max_epochs):
                 continue
             ndcg = evaluate_rankings(data, "valid", scorer, batch_size=batch_size)[NDCG]
             curve.append([epoch, round(ndcg, 6)])
-            log.info("SASRec %s epoch %d: train loss %.4f, valid NDCG@10 %.4f", data.name, epoch, total / n, ndcg)
+            log.info("SASRec %s epoch %d: train loss %.4f, valid NDCG@10 %.4f", data.name, epoch, stats.loss, ndcg)
             if ndcg > best:
                 best, best_epoch, bad = ndcg, epoch, 0
                 best_state = copy.deepcopy(model.state_dict())

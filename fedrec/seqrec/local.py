@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from fedrec.metrics import NDCG
 from fedrec.seqrec.build import build_platform
 from fedrec.seqrec.platform import SeqPlatform
 
@@ -120,7 +121,7 @@ def _report(name: str, rec: dict[str, Any], split: str) -> None:
         rec["steps"],
         rec["seconds"],
         split,
-        rec[split]["NDCG@10"],
+        rec[split][NDCG],
     )
 
 

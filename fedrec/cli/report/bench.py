@@ -97,7 +97,7 @@ def bench_round(doc: BenchDocument) -> str:
     rows = [
         [
             "median, rounds 2+",
-            number(m.get("round_wall_s"), 2),
+            number(m.get("round_s"), 2),
             number(m.get("compute_s"), 2),
             number((m.get("aggregate_s") or 0.0) * 1000, 2),
             number(m.get("overhead_s"), 2),
