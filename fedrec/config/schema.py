@@ -347,6 +347,11 @@ class PrivacyConfig:
     batch_size: int = _f(
         0, "Expected users per DP step; the sampling rate is batch_size / users (0 = train.batch_size)."
     )
+    sample_rate: float = _f(
+        0.0,
+        "Share q of a platform's users sampled per DP step, in (0, 1]; overrides batch_size (0 = batch_size / "
+        "users). Large q (1/4 to 1/2: few, large steps) is the recipe for small populations (docs/PRIVACY.md).",
+    )
     secure_mode: bool = _f(
         False,
         "Final runs: user sampling from the OS CSPRNG, noise from a generator re-seeded from it each step and "

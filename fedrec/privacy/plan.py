@@ -82,7 +82,7 @@ def dp_steps(epochs: float, sample_rate: float, max_steps: int = -1) -> int:
 
 def plan_private(
     num_users: int,
-    expected_batch_size: int,
+    expected_batch_size: float,
     steps_per_round: int,
     rounds: int = 1,
     max_grad_norm: float = 1.0,
@@ -157,7 +157,8 @@ def plan_from_config(cfg: DictConfig, num_users: int, federated: bool = False) -
     Parameters
     ----------
     cfg : DictConfig
-        Uses ``privacy.*``, ``train.batch_size`` and, when ``federated``,
+        Uses ``privacy.*`` (``sample_rate``, else ``batch_size``, else ``train.batch_size``
+        sets the users per step), and, when ``federated``,
         ``federation.rounds`` / ``local_epochs`` / ``local_steps``, else ``train.epochs`` /
         ``train.max_steps`` with one round.
     num_users : int
@@ -168,7 +169,8 @@ def plan_from_config(cfg: DictConfig, num_users: int, federated: bool = False) -
     p = cfg.privacy
     if not p.enabled:
         raise ValueError("privacy is off (privacy.enabled=false); nothing to plan")
-    batch = int(p.batch_size or cfg.train.batch_size)
+    rate = float(p.get("sample_rate", 0.0))
+    batch = rate * num_users if rate > 0 else int(p.batch_size or cfg.train.batch_size)
     q = min(1.0, batch / num_users)
     if federated:
         rounds, epochs, cap = int(cfg.federation.rounds), float(cfg.federation.local_epochs), cfg.federation.local_steps

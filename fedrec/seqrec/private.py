@@ -32,7 +32,7 @@ from fedrec.privacy.accounting import PrivacyLedger
 from fedrec.privacy.dpsgd import DPCounts, DPPlan, PrivateFitResult, noise_generator
 from fedrec.privacy.per_sample import FP32DPOptimizer, FP32GradSampleModule, PerSampleGradients
 from fedrec.privacy.sampling import UserSampler
-from fedrec.seqrec.model import SharedSequenceModel, row_loss
+from fedrec.seqrec.model import SharedSequenceModel, query_loss
 from fedrec.seqrec.rows import Rows
 from fedrec.steps import Step, run_steps
 
@@ -84,7 +84,8 @@ class PerRowLoss(nn.Module):
         else:
             m = rows.mask.unsqueeze(-1).to(states.dtype)
             queries = ((states * m).sum(1) / m.sum(1).clamp_min(1.0)).unsqueeze(1)
-        return row_loss(self.output(queries) @ text.T, rows)
+        # only the positions with a target are scored (query_loss), as in SharedSequenceModel.loss
+        return query_loss(self.output(queries), text, rows)
 
 
 def train_shared_private(
