@@ -38,13 +38,16 @@ def run(tag: str, seeds: list[int], overrides: list[str], out: Path, local: bool
     from fedrec.federated.local import run_local
 
     for seed in seeds:
-        cfg = compose_config(["train.progress=false", *overrides, f"seed={seed}"])
+        cfg = compose_config(["train.progress=false", *overrides, f"seed={seed}"], command="simulate")
         rec: dict = {"tag": tag, "seed": seed, "over": overrides}
         t = time.time()
         with tempfile.TemporaryDirectory() as run_dir:
             doc = run_local(cfg, run_dir)
         rec["fed"] = {p: _pick(v["test"]) for p, v in doc["platforms"].items()}
         rec["best_round"] = doc["federation"].get("best_round")
+        priv = doc.get("privacy") or {}
+        if priv:  # what each platform's ledger reports, and the mechanism
+            rec["privacy"] = {k: priv.get(k) for k in ("epsilon", "noise_multiplier", "sample_rate", "accountant")}
         rec["fed_seconds"] = round(time.time() - t)
         if local:
             t = time.time()

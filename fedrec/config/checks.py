@@ -182,6 +182,8 @@ def validate_privacy(cfg: DictConfig) -> None:
         raise ValueError(f"privacy.budget must be > 0 (or null), got {priv.budget}")
     if priv.batch_size < 0:
         raise ValueError(f"privacy.batch_size must be >= 0, got {priv.batch_size}")
+    if priv.lr < 0:
+        raise ValueError(f"privacy.lr must be >= 0 (0 = model.seq.lr), got {priv.lr}")
     if not 0.0 <= priv.sample_rate <= 1.0:
         raise ValueError(f"privacy.sample_rate must be in [0, 1] (0 = batch_size / users), got {priv.sample_rate}")
     if cfg.command == "train" and cfg.mode == "centralized":

@@ -347,6 +347,11 @@ class PrivacyConfig:
     batch_size: int = _f(
         0, "Expected users per DP step; the sampling rate is batch_size / users (0 = train.batch_size)."
     )
+    lr: float = _f(
+        0.0,
+        "Sequence model: Adam learning rate of the shared part when it trains under DP (0 = model.seq.lr); "
+        "few, large DP steps want a larger one.",
+    )
     sample_rate: float = _f(
         0.0,
         "Share q of a platform's users sampled per DP step, in (0, 1]; overrides batch_size (0 = batch_size / "

@@ -57,7 +57,15 @@ def build_platform(cfg: DictConfig, data: PlatformData, encoder: LoraEncoder, ca
         fresh_items=int(seq.fresh_items),
         refresh_steps=int(seq.refresh_steps),
     )
-    return SeqPlatform(task, lr=float(seq.lr), adapter_lr=float(seq.adapter_lr), local_parts=list(seq.local_parts))
+    return SeqPlatform(task, lr=shared_lr(cfg), adapter_lr=float(seq.adapter_lr), local_parts=list(seq.local_parts))
+
+
+def shared_lr(cfg: DictConfig) -> float:
+    """The shared part's learning rate: ``privacy.lr`` in a DP run when it is set, else ``model.seq.lr``."""
+    priv = cfg.get("privacy")
+    if priv is not None and priv.enabled and float(priv.get("lr", 0.0)) > 0:
+        return float(priv.lr)
+    return float(cfg.model.seq.lr)
 
 
 def initial_state(cfg: DictConfig, encoder: LoraEncoder) -> dict[str, np.ndarray]:

@@ -130,6 +130,9 @@ def test_plan_from_config_covers_every_federated_round(tmp_path: Path) -> None:
     assert plan_from_config(cfg, num_users=1000, federated=True).steps_per_round == 3
     ledger = ledger_from_config(cfg, tmp_path / "l.json")
     assert ledger.budget == 4.0 and ledger.path == tmp_path / "l.json"
+    cfg.privacy.sample_rate = 0.25  # a share of the users per step wins over the batch size
+    big = plan_from_config(cfg, num_users=1000, federated=True)
+    assert big.sample_rate == 0.25 and big.expected_batch_size == 250 and big.steps_per_round == 2
     cfg.privacy.enabled = False
     with pytest.raises(ValueError, match="privacy is off"):
         plan_from_config(cfg, num_users=1000)

@@ -9,6 +9,7 @@ import pytest
 
 from fedrec.seqrec.platform import SeqPlatform
 from fedrec.seqrec.task import SeqTask
+from tests.conftest import ComposeCfg
 
 
 def test_the_shared_state_round_trips_and_local_parts_stay(make_task: Callable[..., SeqTask]) -> None:
@@ -91,3 +92,14 @@ def test_finalize_stops_after_patience_validations_without_a_better_one(
     out = p.finalize(epochs=4, batch_size=8, lr=1e-2, seed=0, eval_every=1, patience=patience)
     assert (out["trained"], out["epochs"], len(calls)) == (trained, chosen, trained)
     assert out["valid"] == {2: 0.3, 4: 0.4}[chosen]
+
+
+def test_the_shared_parts_learning_rate_under_dp_is_privacy_lr(compose_cfg: ComposeCfg) -> None:
+    from fedrec.seqrec.build import shared_lr
+
+    assert shared_lr(compose_cfg(model="seqrec_tiny")) == compose_cfg(model="seqrec_tiny").model.seq.lr
+    dp = compose_cfg("privacy=target_eps", "privacy.lr=0.02", "command=simulate", model="seqrec_tiny")
+    assert shared_lr(dp) == 0.02
+    assert shared_lr(compose_cfg("privacy.lr=0.02", model="seqrec_tiny")) != 0.02  # privacy off: the model's
+    with pytest.raises(ValueError, match="privacy.lr must be >= 0"):
+        compose_cfg("privacy=target_eps", "privacy.lr=-1", "command=simulate", model="seqrec_tiny")
