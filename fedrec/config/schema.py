@@ -347,6 +347,11 @@ class PrivacyConfig:
     batch_size: int = _f(
         0, "Expected users per DP step; the sampling rate is batch_size / users (0 = train.batch_size)."
     )
+    rows: str = _f(
+        "whole",
+        "Sequence model: what a sampled user contributes to a DP step: 'whole' (one row with all of its "
+        "training targets) or 'one' (one row with one of them, drawn at random; for comparison).",
+    )
     lr: float = _f(
         0.0,
         "Sequence model: Adam learning rate of the shared part when it trains under DP (0 = model.seq.lr); "
@@ -496,5 +501,6 @@ CHOICES = {
     "federation.update_norm_action": ("clip", "reject"),  # fedrec.federated.robust.NORM_ACTIONS
     "federation.robust": ("none", "median", "trimmed_mean", "krum"),  # fedrec.federated.byzantine.ROBUST
     "privacy.accountant": ("rdp", "prv"),
+    "privacy.rows": ("whole", "one"),  # fedrec.seqrec.rows.DP_ROWS
     "adapter": ("best", "global"),
 }

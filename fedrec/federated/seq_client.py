@@ -63,7 +63,8 @@ def train_private(client: PlatformClient, ledger: PrivacyLedger, server_round: i
     assert client.seq is not None
     task = client.seq.task
     plan = plan_from_config(client.cfg, len(task.trainable_users), federated=True)
-    return train_shared_private(task, plan, client.seq.optimizer, ledger, seed, server_round)
+    one = str(client.cfg.privacy.get("rows", "whole")) == "one"
+    return train_shared_private(task, plan, client.seq.optimizer, ledger, seed, server_round, one_target=one)
 
 
 def evaluate(client: PlatformClient, split: str, local_round: int, users: list[int] | None) -> dict[str, float]:

@@ -95,6 +95,7 @@ def train_shared_private(
     ledger: PrivacyLedger | None = None,
     seed: int = 0,
     round_id: int | None = None,
+    one_target: bool = False,
 ) -> PrivateFitResult:
     """One round of user-level DP-SGD on a :class:`~fedrec.seqrec.task.SeqTask`'s shared part.
 
@@ -114,6 +115,9 @@ def train_shared_private(
         Sampling, row splits and noise (secure mode: sampling and noise from the OS CSPRNG).
     round_id : int, optional
         Tag of the round in the ledger.
+    one_target : bool, default False
+        A sampled user contributes one of its targets instead of all (``privacy.rows=one``:
+        one-example rows, for comparison; the same sampling, clipping and noise).
     """
     if task.text.adapter:
         raise ValueError("DP training of the shared part keeps the text adapter frozen (model.train_adapter=false)")
@@ -153,7 +157,13 @@ def train_shared_private(
 
     def forward(_: int) -> Step:
         picked = users[sampler.sample()]
-        return Step(per_sample(text, task.rows(picked, row_rng)) if len(picked) else None)
+        if not len(picked):
+            return Step(None)
+        rows = task.rows(picked, row_rng)
+        if one_target:  # one-example rows (privacy.rows=one), for comparison
+            batch_seed = int(row_rng.integers(2**31))
+            rows = rows.one_target([(batch_seed, int(u)) for u in picked])
+        return Step(per_sample(text, rows))
 
     try:
         stats = run_steps(range(steps), forward, opt, counts.hooks(opt), reduction="sum")

@@ -14,10 +14,13 @@ its own user's data and public randomness only.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+
+#: what a sampled user contributes to a DP step (``privacy.rows``): all of its targets, or one
+DP_ROWS = ("whole", "one")
 
 
 def left_pad(seqs: Sequence[Sequence[int] | np.ndarray], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,6 +67,20 @@ class Rows:
     def num_targets(self) -> torch.Tensor:
         """``[B]`` targets per row."""
         return self.target_mask.flatten(1).sum(1)
+
+    def one_target(self, seeds: Sequence[Sequence[int]]) -> Rows:
+        """The same rows with one target each (drawn uniformly from the row's own, from ``seeds[i]``).
+
+        One-example rows for comparison with whole-user rows at equal privacy: the inputs
+        are unchanged, only the other targets are masked out. A row without targets stays so.
+        """
+        flat = self.target_mask.flatten(1)
+        keep = torch.zeros_like(flat)
+        for i, seed in enumerate(seeds):
+            real = flat[i].nonzero()[:, 0]
+            if len(real):
+                keep[i, real[int(np.random.default_rng(list(seed)).integers(len(real)))]] = True
+        return replace(self, target_mask=keep.view_as(self.target_mask))
 
     def by_length(self, groups: int) -> list[tuple[torch.Tensor, Rows]]:
         """The rows in ``groups`` groups of similar history length, each cut to its own longest: ``[(index, rows)]``.

@@ -85,3 +85,22 @@ def test_a_round_is_charged_to_the_ledger_and_moves_the_shared_part() -> None:
     assert ledger.steps == 5 and res.epsilon == pytest.approx(ledger.epsilon()) and res.epsilon > 0
     assert any(not torch.equal(a, b) for a, b in zip(before, task.shared.parameters(), strict=True))
     assert not any(hasattr(p, "grad_sample") and p.grad_sample is not None for p in task.shared.parameters())
+
+
+def test_one_target_rows_give_each_sampled_user_one_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[torch.Tensor] = []
+    forward = PerRowLoss.forward
+
+    def spy(self: PerRowLoss, text: torch.Tensor, rows):  # type: ignore[no-untyped-def]
+        seen.append(rows.num_targets.clone())
+        return forward(self, text, rows)
+
+    monkeypatch.setattr(PerRowLoss, "forward", spy)
+    plan = plan_private(num_users=40, expected_batch_size=10, steps_per_round=3, noise_multiplier=1.0)
+    for one in (False, True):
+        seen.clear()
+        task = _Task()
+        opt = torch.optim.Adam(task.shared.parameters(), lr=1e-2)
+        assert train_shared_private(task, plan, opt, seed=0, one_target=one).steps == 3
+        counts = torch.cat(seen)
+        assert bool((counts == 1).all()) if one else bool((counts == 4).all())  # 5 items: 4 targets

@@ -59,3 +59,15 @@ def test_length_groups_hold_every_row_once_each_cut_to_its_longest() -> None:
     for index, sub in held.by_length(2):
         assert torch.equal(sub.num_targets, held.num_targets[index])
         assert sub.targets.shape[-1] == int(held.num_targets[index].max())
+
+
+def test_one_target_rows_keep_the_inputs_and_one_of_each_rows_targets() -> None:
+    hist = [np.arange(1, n + 2) for n in (5, 1, 3)] + [np.array([4])]
+    for rows in (sequential_rows(hist, 8), holdout_rows(hist[:3], 8, 0.5, [(0, u) for u in range(3)])):
+        one = rows.one_target([(7, u) for u in range(len(rows))])
+        assert torch.equal(one.ids, rows.ids) and torch.equal(one.targets, rows.targets)
+        want = (rows.num_targets > 0).long()
+        assert torch.equal(one.num_targets, want)  # one target where there were any
+        assert bool((one.target_mask <= rows.target_mask).all())  # one of the row's own
+        again = rows.one_target([(7, u) for u in range(len(rows))])
+        assert torch.equal(again.target_mask, one.target_mask)  # drawn from the row's own seed
