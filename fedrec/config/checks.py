@@ -56,6 +56,12 @@ def validate_federation(cfg: DictConfig) -> None:
     fed = cfg.federation
     if fed.rounds < 1:
         raise ValueError(f"federation.rounds must be >= 1, got {fed.rounds}")
+    from fedrec.federated.server_opt import from_config
+
+    try:
+        from_config(fed)
+    except ValueError as err:
+        raise ValueError(f"federation.server_*: {err}") from None
     if not 0.0 < fed.fraction_train <= 1.0:
         raise ValueError(f"federation.fraction_train must be in (0, 1], got {fed.fraction_train}")
     if fed.min_clients < 0 or fed.checkpoint_every < 1 or fed.client_cpus <= 0:

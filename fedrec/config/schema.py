@@ -235,6 +235,17 @@ class FederationConfig:
         "example count gets at most this share, the excess goes to the others in proportion to their weights. "
         "With fewer than 1/cap accepted clients every client gets an equal share.",
     )
+    server_optimizer: str = _f(
+        "none",
+        "Server-side optimiser on each round's aggregate, with state across rounds (fedrec.federated.server_opt, "
+        "Flower's formulas): 'none' (the aggregate is the new global state: FedAvg), 'fedavgm' (SGD with server "
+        "momentum on the pseudo-gradient) or 'fedadam'.",
+    )
+    server_lr: float = _f(1.0, "Server optimiser's learning rate (Flower's server_learning_rate / eta).")
+    server_momentum: float = _f(0.9, "fedavgm: server momentum, in [0, 1).")
+    server_beta_1: float = _f(0.9, "fedadam: first-moment decay, in [0, 1).")
+    server_beta_2: float = _f(0.99, "fedadam: second-moment decay, in [0, 1).")
+    server_tau: float = _f(1e-3, "fedadam: adaptivity (added to the root of the second moment), > 0.")
     robust: str = _f(
         "none",
         "Byzantine-robust aggregation of the accepted updates instead of the weighted mean: 'none' (the "
@@ -500,6 +511,7 @@ CHOICES = {
     "federation.weighting": ("examples", "uniform"),
     "federation.update_norm_action": ("clip", "reject"),  # fedrec.federated.robust.NORM_ACTIONS
     "federation.robust": ("none", "median", "trimmed_mean", "krum"),  # fedrec.federated.byzantine.ROBUST
+    "federation.server_optimizer": ("none", "fedavgm", "fedadam"),  # fedrec.federated.server_opt.SERVER_OPTIMIZERS
     "privacy.accountant": ("rdp", "prv"),
     "privacy.rows": ("whole", "one"),  # fedrec.seqrec.rows.DP_ROWS
     "adapter": ("best", "global"),

@@ -34,6 +34,9 @@ def describe(cfg: DictConfig) -> dict[str, Any]:
     }
     if c["federation"].get("weighting", "examples") != "examples":  # absent by default: older checkpoints match
         out["weighting"] = c["federation"]["weighting"]
+    opt = c["federation"].get("server_optimizer", "none")
+    if opt != "none":  # absent by default: older checkpoints match
+        out["server_optimizer"] = {k: v for k, v in c["federation"].items() if k.startswith("server_")}
     if shards_per_platform(cfg) > 1:  # absent when 1: checkpoints written before sharding existed still match
         out["shards_per_platform"] = shards_per_platform(cfg)
     return out

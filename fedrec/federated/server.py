@@ -36,6 +36,7 @@ from fedrec.federated.identity import NodeRegistry
 from fedrec.federated.messages import ClientEvaluation, ClientUpdate
 from fedrec.federated.replies import check_evaluation, is_withheld
 from fedrec.federated.robust import bound_update, capped_shares, update_norm
+from fedrec.federated.server_opt import from_config as server_opt_from_config
 from fedrec.federated.shards import by_platform, client_names, shards_per_platform
 from fedrec.federated.summary import privacy_summary, round_line
 from fedrec.federated.supported import check_supported
@@ -44,6 +45,11 @@ from fedrec.results import cross_platform_loss, results_document, write_results
 
 LogFn = Callable[[int, str], None]
 MIB = 1024**2
+
+
+def _tensors(opt: dict[str, Any]) -> dict[str, Any]:
+    """A server optimiser's state with its arrays as tensors (what a checkpoint holds)."""
+    return {**opt, **{k: {n: torch.from_numpy(np.asarray(a)) for n, a in opt[k].items()} for k in ("m", "v")}}
 
 
 def _std_log(level: int, msg: str) -> None:
@@ -89,6 +95,7 @@ class Coordinator:
         self.log = log or _std_log
         self.identity = NodeRegistry(dict(self.fed.get("nodes", {})), self.clients, self.log)  # who serves what
         self.global_state = {k: np.array(v, copy=True) for k, v in initial.items()}
+        self.server_opt = server_opt_from_config(self.fed)  # fedrec.federated.server_opt: none = FedAvg itself
         self.expected = {k: tuple(v.shape) for k, v in initial.items()}
         self.backbone_bytes = backbone_bytes
         self.round = 0
@@ -160,6 +167,9 @@ class Coordinator:
         self.best_loss = None if self.best_round is None else float(ck["best_loss"])
         self.history = json.loads(ck["history"])
         self.initial = json.loads(ck["initial"]) if "initial" in ck else None
+        if "server_opt" in ck:
+            opt = ck["server_opt"]
+            self.server_opt.load_state_dict({**opt, "m": to_numpy(opt["m"]), "v": to_numpy(opt["v"])})
         self.run_key = safe_name(str(ck["run_key"]), "the checkpoint's run key")
         self.seconds_before = float(ck["seconds"])
         self.log(logging.INFO, f"resuming after round {self.round} from {self.checkpoint_path}")
@@ -180,6 +190,7 @@ class Coordinator:
                 "describe": json.dumps(describe(self.cfg)),
                 "run_key": self.run_key,
                 "seconds": self.elapsed,
+                "server_opt": _tensors(self.server_opt.state_dict()),
             },
         )
 
@@ -258,13 +269,14 @@ class Coordinator:
             return None
         states = [u.state for u in accepted if u.state is not None]
         if str(self.fed.get("robust", "none")) == "none":
-            self.global_state = aggregate(self.mode, states, self.weights(accepted))
+            merged = aggregate(self.mode, states, self.weights(accepted))
         else:  # fedrec.federated.byzantine: median, trimmed mean or Krum (example counts ignored)
             fed = self.fed
-            self.global_state, note = robust_aggregate(
+            merged, note = robust_aggregate(
                 str(fed.robust), states, float(fed.robust_trim_fraction), int(fed.robust_byzantine)
             )
             self.log(logging.INFO, f"round {server_round}: {note} ({', '.join(u.name for u in accepted)})")
+        self.global_state = self.server_opt.step(server_round, self.global_state, merged)
         self.pending["aggregate_seconds"] = time.perf_counter() - started
         return self.global_state
 

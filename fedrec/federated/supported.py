@@ -18,7 +18,7 @@ def check_supported(cfg: DictConfig) -> None:
         calibrated for ``federation.rounds`` rounds); sampled participation is not
         accounted for. With ``privacy.enabled`` and ``federation.shards_per_platform > 1``:
         each shard would keep its own ledger and the platform's epsilon over its shards
-        is not reported.
+        is not reported. A server optimiser with ``svd`` aggregation.
     """
     priv = cfg.get("privacy")
     if priv is not None and priv.get("enabled", False) and float(cfg.federation.fraction_train) < 1.0:
@@ -29,6 +29,12 @@ def check_supported(cfg: DictConfig) -> None:
         raise ValueError(
             "privacy.enabled=true needs federation.shards_per_platform=1 (a platform's privacy ledger and epsilon "
             "are per client; split platforms are not accounted for)"
+        )
+    opt = str(cfg.federation.get("server_optimizer", "none"))
+    if opt != "none" and str(cfg.federation.aggregation) == "svd":
+        raise ValueError(
+            f"federation.server_optimizer={opt} steps on the change of every tensor; federation.aggregation=svd "
+            "re-factors the LoRA pairs each round, so their change is not a gradient (use fedavg or ffa)"
         )
     if str(cfg.model.get("kind", "two_tower")) == "seqrec":
         if str(cfg.federation.aggregation) != "fedavg":
