@@ -513,6 +513,6 @@ CHOICES = {
     "federation.robust": ("none", "median", "trimmed_mean", "krum"),  # fedrec.federated.byzantine.ROBUST
     "federation.server_optimizer": ("none", "fedavgm", "fedadam"),  # fedrec.federated.server_opt.SERVER_OPTIMIZERS
     "privacy.accountant": ("rdp", "prv"),
-    "privacy.rows": ("whole", "one"),  # fedrec.seqrec.rows.DP_ROWS
+    "privacy.rows": ("whole", "one"),  # fedrec.seqrec.rows.Rows.one_target for "one"
     "adapter": ("best", "global"),
 }

@@ -19,9 +19,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-#: what a sampled user contributes to a DP step (``privacy.rows``): all of its targets, or one
-DP_ROWS = ("whole", "one")
-
 
 def left_pad(seqs: Sequence[Sequence[int] | np.ndarray], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(ids, mask)`` ``[B, L]`` left-padded to the longest sequence (at most ``max_len``, newest kept).
