@@ -20,8 +20,9 @@ Nothing here knows about Flower.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Literal, cast
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -145,3 +146,27 @@ def capped_shares(weights: Sequence[float], max_share: float) -> np.ndarray:
             return np.full(n, 1.0 / n)
         free = 1.0 - max_share * capped.sum()
         shares = np.where(capped, max_share, free * w / w[~capped].sum())
+
+
+def aggregation_weights(fed: Any, accepted: Sequence[Any], log: Callable[[int, str], Any]) -> list[float]:
+    """The accepted updates' aggregation weights (``federation.weighting``: example counts, or 1 each).
+
+    Capped at ``federation.max_weight_share`` of the total (:func:`capped_shares`); a capped
+    client is logged through ``log(level, message)``.
+    """
+    if str(fed.get("weighting", "examples")) == "uniform":
+        raw = [1.0] * len(accepted)
+    else:
+        raw = [float(u.num_examples) for u in accepted]
+    cap = float(fed.get("max_weight_share", 1.0))
+    if cap >= 1.0:
+        return raw
+    shares, before = capped_shares(raw, cap), np.asarray(raw) / sum(raw)
+    for u, s, b in zip(accepted, shares, before, strict=True):
+        if s < b - 1e-12:
+            log(
+                logging.WARNING,
+                f"{u.name} (node {u.node}): aggregation weight share {b:.4g} capped to {s:.4g} "
+                f"(federation.max_weight_share={cap:g}, {u.num_examples} examples reported)",
+            )
+    return [float(s) for s in shares]

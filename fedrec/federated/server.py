@@ -35,7 +35,7 @@ from fedrec.federated.checkpoint import CHECKPOINT, describe, load_checkpoint, s
 from fedrec.federated.identity import NodeRegistry
 from fedrec.federated.messages import ClientEvaluation, ClientUpdate
 from fedrec.federated.replies import check_evaluation, is_withheld
-from fedrec.federated.robust import bound_update, capped_shares, update_norm
+from fedrec.federated.robust import aggregation_weights, bound_update, update_norm
 from fedrec.federated.server_opt import from_config as server_opt_from_config
 from fedrec.federated.shards import by_platform, client_names, shards_per_platform
 from fedrec.federated.summary import privacy_summary, round_line
@@ -45,11 +45,6 @@ from fedrec.results import cross_platform_loss, results_document, write_results
 
 LogFn = Callable[[int, str], None]
 MIB = 1024**2
-
-
-def _tensors(opt: dict[str, Any]) -> dict[str, Any]:
-    """A server optimiser's state with its arrays as tensors (what a checkpoint holds)."""
-    return {**opt, **{k: {n: torch.from_numpy(np.asarray(a)) for n, a in opt[k].items()} for k in ("m", "v")}}
 
 
 def _std_log(level: int, msg: str) -> None:
@@ -168,8 +163,7 @@ class Coordinator:
         self.history = json.loads(ck["history"])
         self.initial = json.loads(ck["initial"]) if "initial" in ck else None
         if "server_opt" in ck:
-            opt = ck["server_opt"]
-            self.server_opt.load_state_dict({**opt, "m": to_numpy(opt["m"]), "v": to_numpy(opt["v"])})
+            self.server_opt.load_state_dict(ck["server_opt"])
         self.run_key = safe_name(str(ck["run_key"]), "the checkpoint's run key")
         self.seconds_before = float(ck["seconds"])
         self.log(logging.INFO, f"resuming after round {self.round} from {self.checkpoint_path}")
@@ -190,7 +184,7 @@ class Coordinator:
                 "describe": json.dumps(describe(self.cfg)),
                 "run_key": self.run_key,
                 "seconds": self.elapsed,
-                "server_opt": _tensors(self.server_opt.state_dict()),
+                "server_opt": self.server_opt.state_tensors(),
             },
         )
 
@@ -297,27 +291,8 @@ class Coordinator:
         return None
 
     def weights(self, accepted: Sequence[ClientUpdate]) -> list[float]:
-        """The accepted updates' aggregation weights (``federation.weighting``: example counts, or 1 each).
-
-        Capped at ``federation.max_weight_share`` of the total (:func:`fedrec.federated.robust.capped_shares`);
-        a capped client is logged.
-        """
-        if str(self.fed.get("weighting", "examples")) == "uniform":
-            raw = [1.0] * len(accepted)
-        else:
-            raw = [float(u.num_examples) for u in accepted]  # type: ignore[arg-type]
-        cap = float(self.fed.get("max_weight_share", 1.0))
-        if cap >= 1.0:
-            return raw
-        shares, before = capped_shares(raw, cap), np.asarray(raw) / sum(raw)
-        for u, s, b in zip(accepted, shares, before, strict=True):
-            if s < b - 1e-12:
-                self.log(
-                    logging.WARNING,
-                    f"{u.name} (node {u.node}): aggregation weight share {b:.4g} capped to {s:.4g} "
-                    f"(federation.max_weight_share={cap:g}, {u.num_examples} examples reported)",
-                )
-        return [float(s) for s in shares]
+        """The accepted updates' aggregation weights (:func:`fedrec.federated.robust.aggregation_weights`)."""
+        return aggregation_weights(self.fed, accepted, self.log)
 
     def screen_evaluations(self, when: str, evaluations: Sequence[ClientEvaluation]) -> list[ClientEvaluation]:
         """The usable evaluation replies; each unusable one is logged with its reason and ignored.

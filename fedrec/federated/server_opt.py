@@ -106,8 +106,15 @@ class ServerOptimizer:
         """The optimiser's state, for the checkpoint."""
         return {"kind": self.kind, "m": dict(self.m), "v": dict(self.v)}
 
+    def state_tensors(self) -> dict[str, Any]:
+        """:meth:`state_dict` with its arrays as tensors (what the server's checkpoint holds)."""
+        import torch
+
+        st = self.state_dict()
+        return {**st, **{k: {n: torch.from_numpy(np.asarray(a)) for n, a in st[k].items()} for k in ("m", "v")}}
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`.
+        """Restore :meth:`state_dict` (or :meth:`state_tensors`).
 
         Raises
         ------
@@ -116,8 +123,13 @@ class ServerOptimizer:
         """
         if state.get("kind") != self.kind:
             raise ValueError(f"the checkpoint's server optimizer is {state.get('kind')!r}, this run's {self.kind!r}")
-        self.m = {k: np.asarray(v) for k, v in dict(state.get("m", {})).items()}
-        self.v = {k: np.asarray(v) for k, v in dict(state.get("v", {})).items()}
+        self.m = {k: _array(v) for k, v in dict(state.get("m", {})).items()}
+        self.v = {k: _array(v) for k, v in dict(state.get("v", {})).items()}
+
+
+def _array(value: Any) -> np.ndarray:
+    """A numpy copy of an array or a tensor."""
+    return np.array(value.numpy() if hasattr(value, "numpy") else value, copy=True)
 
 
 def from_config(fed: Any) -> ServerOptimizer:
