@@ -10,6 +10,7 @@ NDCG@10), one per tag.
     FEDREC_DATA=../shared/datasets python simulations/seqrec_compare.py run --tag video10 --seeds 0 1 2 \\
         platforms.video.user_fraction=0.1
     python simulations/seqrec_compare.py report outputs/seqrec_compare.jsonl
+    python simulations/seqrec_compare.py privacy --reference nonprivate --tags dp_eps8 dp_eps1 runs.jsonl
 """
 
 from __future__ import annotations
@@ -106,6 +107,50 @@ def report(path: Path) -> str:
     return "\n".join(out)
 
 
+def _runs(paths: list[Path]) -> dict[str, list[dict]]:
+    runs: dict[str, list[dict]] = defaultdict(list)
+    for path in paths:
+        for line in path.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                runs[rec["tag"]].append(rec)
+    return runs
+
+
+def privacy_report(paths: list[Path], reference: str, tags: list[str]) -> str:
+    """DP runs against the non-private ``reference`` tag: served model and shared part, mean ± std and ratio.
+
+    One row per tag (its epsilon and mechanism as each platform's ledger reported them),
+    then the reference's local-only models, the bar a DP federation has to clear.
+    """
+    runs = _runs(paths)
+    ref = runs[reference]
+    platforms = list(ref[0]["fed"])
+    head = [f"{p} served" for p in platforms] + [f"{p} shared part" for p in platforms]
+    out = ["| setting | seeds | epsilon (ledger) | " + " | ".join(head) + " |", "|---|---|---|" + "---|" * len(head)]
+
+    def cells(recs: list[dict], side: str, ratio: bool) -> list[str]:
+        row = []
+        for key in ("NDCG@10", "shared-NDCG@10"):
+            for p in platforms:
+                v, base = _col(recs, side, p, key), _col(ref, "fed", p, key)
+                share = f" ({np.mean(v) / np.mean(base):.0%})" if ratio and v and base else ""
+                row.append(_ms(v) + share)
+        return row
+
+    for tag in [reference, *tags]:
+        recs = runs[tag]
+        priv = [r.get("privacy") or {} for r in recs]
+        eps = sorted({round(e, 3) for p in priv for e in p.get("epsilon", {}).values()})
+        sigma = sorted({round(x, 3) for p in priv for x in p.get("noise_multiplier", {}).values()})
+        mech = f"{', '.join(map(str, eps))} (σ {', '.join(map(str, sigma))})" if eps else "non-private"
+        seeds = ", ".join(str(r["seed"]) for r in recs)
+        out.append(f"| {tag} | {seeds} | {mech} | " + " | ".join(cells(recs, "fed", tag != reference)) + " |")
+    seeds = ", ".join(str(r["seed"]) for r in ref)
+    out.append(f"| {reference}: local-only | {seeds} | non-private | " + " | ".join(cells(ref, "local", False)) + " |")
+    return "\n".join(out)
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -117,9 +162,15 @@ def main(argv: list[str]) -> int:
     r.add_argument("overrides", nargs="*")
     rep = sub.add_parser("report")
     rep.add_argument("path", type=Path)
+    priv = sub.add_parser("privacy", help="DP tags against a non-private reference tag (served and shared part)")
+    priv.add_argument("--reference", required=True, help="the non-private tag")
+    priv.add_argument("--tags", nargs="+", required=True, help="the DP tags (then the files: --tags a b -- f.jsonl)")
+    priv.add_argument("paths", type=Path, nargs="+")
     args = ap.parse_args(argv)
     if args.cmd == "run":
         run(args.tag, args.seeds, args.overrides, args.out, not args.no_local)
+    elif args.cmd == "privacy":
+        print(privacy_report(args.paths, args.reference, args.tags))
     else:
         print(report(args.path))
     return 0
