@@ -155,6 +155,41 @@ def check_user_level(task: PlatformTask) -> None:
         )
 
 
+def open_round(
+    plan: DPPlan, ledger: PrivacyLedger | None, name: str, round_id: int | None
+) -> tuple[PrivacyLedger, dict[str, Any], PrivateFitResult | None]:
+    """Charge a DP round to ``ledger`` before its first step, or refuse it: ``(ledger, mechanism, refusal)``.
+
+    ``ledger`` None is a fresh in-memory one. ``mechanism`` holds the fields every
+    :class:`PrivateFitResult` of the round carries; ``refusal`` is the result to return
+    untrained when the round would exceed the ledger's budget (nothing is charged then).
+
+    Raises
+    ------
+    ValueError
+        If the ledger's delta or accountant differ from the plan's.
+    """
+    if ledger is None:
+        ledger = PrivacyLedger(delta=plan.delta, accountant=plan.accountant)
+    if ledger.delta != plan.delta or ledger.accountant != plan.accountant:
+        raise ValueError(
+            f"ledger (delta={ledger.delta}, accountant={ledger.accountant}) does not match the plan "
+            f"(delta={plan.delta}, accountant={plan.accountant})"
+        )
+    mech: dict[str, Any] = dict(
+        delta=plan.delta,
+        accountant=plan.accountant,
+        noise_multiplier=plan.noise_multiplier,
+        max_grad_norm=plan.max_grad_norm,
+        sample_rate=plan.sample_rate,
+    )
+    reason = ledger.check(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round)
+    if reason is not None:
+        return ledger, mech, PrivateFitResult(num_examples={name: 0}, epsilon=ledger.epsilon(), refused=reason, **mech)
+    ledger.charge(plan.noise_multiplier, plan.sample_rate, plan.steps_per_round, round_id)
+    return ledger, mech, None
+
+
 def noise_generator(plan: DPPlan, seed: int) -> torch.Generator:
     """The noise generator of a run: seeded (reproducible), or from the OS CSPRNG in secure mode."""
     g = torch.Generator()
@@ -271,25 +306,10 @@ def train_private(
         or accountant differ from the plan's.
     """
     check_user_level(task)
-    if ledger is None:
-        ledger = PrivacyLedger(delta=plan.delta, accountant=plan.accountant)
-    if ledger.delta != plan.delta or ledger.accountant != plan.accountant:
-        raise ValueError(
-            f"ledger (delta={ledger.delta}, accountant={ledger.accountant}) does not match the plan "
-            f"(delta={plan.delta}, accountant={plan.accountant})"
-        )
-    mech = dict(
-        delta=plan.delta,
-        accountant=plan.accountant,
-        noise_multiplier=plan.noise_multiplier,
-        max_grad_norm=plan.max_grad_norm,
-        sample_rate=plan.sample_rate,
-    )
+    ledger, mech, refused = open_round(plan, ledger, task.name, round_id)
+    if refused is not None:
+        return refused
     steps = plan.steps_per_round
-    reason = ledger.check(plan.noise_multiplier, plan.sample_rate, steps)
-    if reason is not None:
-        return PrivateFitResult(num_examples={task.name: 0}, epsilon=ledger.epsilon(), refused=reason, **mech)  # type: ignore[arg-type]
-    ledger.charge(plan.noise_multiplier, plan.sample_rate, steps, round_id)
 
     # separate streams: the (public) negatives never depend on how many users were sampled
     sample_rng, rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))

@@ -29,7 +29,7 @@ from opacus.grad_sample import GradSampleModule
 from torch import nn
 
 from fedrec.privacy.accounting import PrivacyLedger
-from fedrec.privacy.dpsgd import DPCounts, DPPlan, PrivateFitResult, noise_generator
+from fedrec.privacy.dpsgd import DPCounts, DPPlan, PrivateFitResult, noise_generator, open_round
 from fedrec.privacy.per_sample import FP32DPOptimizer, FP32GradSampleModule, PerSampleGradients
 from fedrec.privacy.sampling import UserSampler
 from fedrec.seqrec.model import SharedSequenceModel, query_loss
@@ -121,20 +121,10 @@ def train_shared_private(
     """
     if task.text.adapter:
         raise ValueError("DP training of the shared part keeps the text adapter frozen (model.train_adapter=false)")
-    if ledger is None:
-        ledger = PrivacyLedger(delta=plan.delta, accountant=plan.accountant)
-    mech = dict(
-        delta=plan.delta,
-        accountant=plan.accountant,
-        noise_multiplier=plan.noise_multiplier,
-        max_grad_norm=plan.max_grad_norm,
-        sample_rate=plan.sample_rate,
-    )
+    ledger, mech, refused = open_round(plan, ledger, task.name, round_id)
+    if refused is not None:
+        return refused
     steps = plan.steps_per_round
-    reason = ledger.check(plan.noise_multiplier, plan.sample_rate, steps)
-    if reason is not None:
-        return PrivateFitResult(num_examples={task.name: 0}, epsilon=ledger.epsilon(), refused=reason, **mech)  # type: ignore[arg-type]
-    ledger.charge(plan.noise_multiplier, plan.sample_rate, steps, round_id)
 
     sample_rng, row_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     sampler = UserSampler(task.trainable_users, plan.sample_rate, rng=sample_rng, secure=plan.secure_mode)
