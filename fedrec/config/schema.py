@@ -182,8 +182,9 @@ class PrivacyConfig:
 
     enabled: bool = _f(
         False,
-        "Train with user-level DP-SGD: each step Poisson-samples users, takes one example per sampled user, "
-        "clips each example's gradient and adds Gaussian noise.",
+        "Train with user-level DP-SGD: each step Poisson-samples users, takes one row per sampled user (the "
+        "sequence model: all of its targets, privacy.rows; the two-tower model: one example), clips each row's "
+        "gradient and adds Gaussian noise.",
     )
     noise_multiplier: float = _f(1.0, "Noise std as a multiple of max_grad_norm (used when target_epsilon is null).")
     max_grad_norm: float = _f(1.0, "Clip norm of each user's (example's) gradient over all trainable parameters.")
