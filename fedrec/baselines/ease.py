@@ -96,9 +96,7 @@ class EASE:
         ValueError
             If ``lam`` is not a positive finite number.
         """
-        if not (math.isfinite(lam) and lam > 0):
-            raise ValueError(f"EASE λ must be a positive finite number, got {lam!r}")
-        self.lam = float(lam)
+        self.lam = check_lambda(lam)
         self._shrink, self._diag_p = self.shrink(self.lam)
         return self.lam
 
@@ -114,14 +112,10 @@ class EASE:
         p = (h - (hv * shrink) @ self.basis.T) / lam
         return h - p / diag_p
 
-    def p_times(self, h: torch.Tensor) -> torch.Tensor:
-        """``h @ P`` for a ``[B, n_items]`` float64 matrix ``h`` at the current λ."""
-        return (h - ((h @ self.basis) * self._shrink) @ self.basis.T) / self.lam
-
     def weights(self) -> torch.Tensor:
         """The dense ``[n_items, n_items]`` float64 ``B`` at the current λ (diagonal zeroed); for small catalogues."""
         eye = torch.eye(self.data.num_items, dtype=torch.float64)
-        b = eye - self.p_times(eye) / self._diag_p
+        b = self.scores_from(eye, self.basis, self.lam, self._shrink, self._diag_p)  # eye @ V = V
         b.fill_diagonal_(0.0)
         return b
 
@@ -129,6 +123,13 @@ class EASE:
         """``[len(users), n_items]`` scores ``x_user · B`` (float64) of the users' ``split`` histories."""
         h = torch.from_numpy(history_matrix(self.data, users, split).toarray())
         return self.scores_from(h, h @ self.basis, self.lam, self._shrink, self._diag_p)
+
+
+def check_lambda(lam: float) -> float:
+    """``lam`` as a float, or ValueError if it is not a positive finite number."""
+    if not (math.isfinite(float(lam)) and float(lam) > 0):
+        raise ValueError(f"EASE λ must be a positive finite number, got {lam!r}")
+    return float(lam)
 
 
 def data_key(data: PlatformData, lambdas: Sequence[float]) -> str:
@@ -177,9 +178,8 @@ def fit_ease(
     """
     if not lambdas:
         raise ValueError("EASE needs at least one λ to choose from (baseline.ease.lambdas)")
-    for lam in lambdas:
-        if not (math.isfinite(float(lam)) and float(lam) > 0):
-            raise ValueError(f"EASE λ must be a positive finite number, got {lam!r}")
+    for lam in lambdas:  # before the cache is looked up: a bad grid is an error either way
+        check_lambda(lam)
     path = None if cache_dir is None else Path(cache_dir) / f"ease-v1-{data_key(data, lambdas)}.pt"
     cached = _load(path, data) if path is not None else None
     if cached is not None:

@@ -104,7 +104,7 @@ def run_baselines(
         elif model == "itemknn":
             score_fn = ItemKNN(data)
         elif model == "ease":
-            ease_cache = None if cache_dir is None else Path(cache_dir) / "ease"
+            ease_cache = None if cache_dir is None else ease_cache_dir(cache_dir)
             grid = ease_grid(ease_lambdas, platform)
             score_fn, fit = fit_ease(data, grid, batch_size=batch_size, cache_dir=ease_cache)
         elif model == "sasrec":
@@ -126,6 +126,16 @@ def run_baselines(
             out["fit"] = fit
         results.setdefault(platform, {})[model] = out
     return results
+
+
+def cache_dir_from_config(cfg: Any) -> Path:
+    """The baselines' on-disk cache of a run: ``<data.cache_dir>/baselines``."""
+    return Path(cfg.data.cache_dir).expanduser() / "baselines"
+
+
+def ease_cache_dir(cache_dir: str | Path) -> Path:
+    """Where EASE's fits are kept inside the baselines' cache (shared by the baseline and the served prior)."""
+    return Path(cache_dir) / "ease"
 
 
 def options_from_config(cfg: Any) -> dict[str, Any]:
@@ -161,4 +171,13 @@ def baseline_label(model: str, result: Mapping[str, Any]) -> str:
     return model
 
 
-__all__ = ["BASELINES", "FITTED", "baseline_label", "ease_grid", "options_from_config", "run_baselines"]
+__all__ = [
+    "BASELINES",
+    "FITTED",
+    "baseline_label",
+    "cache_dir_from_config",
+    "ease_cache_dir",
+    "ease_grid",
+    "options_from_config",
+    "run_baselines",
+]

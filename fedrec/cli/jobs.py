@@ -147,6 +147,7 @@ def train_job(cfg: DictConfig) -> dict[str, Any]:
 def baselines_job(cfg: DictConfig) -> dict[str, Any]:
     """``fedrec baselines``: MostPop, ItemKNN, frozen text, EASE and SASRec under the protocol."""
     from fedrec.baselines import baseline_label, options_from_config, run_baselines
+    from fedrec.baselines.run import cache_dir_from_config
     from fedrec.build import load_datasets
     from fedrec.results import print_table, results_document, write_results
 
@@ -157,7 +158,7 @@ def baselines_job(cfg: DictConfig) -> dict[str, Any]:
         models=list(cfg.baselines),
         splits=list(cfg.eval.splits),
         backbone=cfg.model.backbone,
-        cache_dir=Path(cfg.data.cache_dir).expanduser() / "baselines",
+        cache_dir=cache_dir_from_config(cfg),
         batch_size=cfg.train.eval_batch_size,
         progress=cfg.train.progress,
         **options_from_config(cfg),

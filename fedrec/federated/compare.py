@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -121,6 +120,7 @@ def local_only(
 def baselines(cfg: DictConfig, models: Sequence[str], split: str = "test") -> dict[str, dict[str, Any]]:
     """``{platform: {model: split metrics}}`` of the protocol's baselines (see :mod:`fedrec.baselines`)."""
     from fedrec.baselines import options_from_config, run_baselines
+    from fedrec.baselines.run import cache_dir_from_config
     from fedrec.build import load_datasets
 
     if not models:
@@ -130,7 +130,7 @@ def baselines(cfg: DictConfig, models: Sequence[str], split: str = "test") -> di
         models=list(models),
         splits=[split],
         backbone=cfg.model.backbone,
-        cache_dir=Path(cfg.data.cache_dir).expanduser() / "baselines",
+        cache_dir=cache_dir_from_config(cfg),
         batch_size=int(cfg.train.eval_batch_size),
         progress=False,
         **options_from_config(cfg),

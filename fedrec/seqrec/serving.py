@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from fedrec.baselines.run import ease_grid, options_from_config
+from fedrec.baselines.run import cache_dir_from_config, ease_cache_dir, ease_grid, options_from_config
 from fedrec.federated.replies import PERSONAL_PREFIX, SHARED_PREFIX
 from fedrec.seqrec.platform import SeqPlatform
 from fedrec.seqrec.prior import fit_ease_prior
@@ -48,7 +47,7 @@ def fit_serving(plat: SeqPlatform, cfg: DictConfig, seed: int) -> dict[str, Any]
     pcfg = cfg.platforms[plat.name]
     if plat.task.prior is None and str(pcfg.get("prior", "none")) == "ease":
         lambdas = ease_grid(options_from_config(cfg)["ease_lambdas"], plat.name)
-        cache = Path(cfg.data.cache_dir).expanduser() / "baselines" / "ease"  # shared with fedrec.baselines.run
+        cache = ease_cache_dir(cache_dir_from_config(cfg))  # the baseline's fit is the prior's
         prior = plat.fit_prior(fit_ease_prior(plat.task.data, lambdas, batch, cache), seq.prior_weights)
         info["prior"] = {"weight": prior.weight, **prior.info}
         log.info("%s: EASE prior λ=%g, blend weight %g", plat.name, prior.info["lambda"], prior.weight)
