@@ -22,6 +22,26 @@ REAL_PLATFORMS = {
 }
 
 
+#: The modules that take a minute or more (real Flower processes, the simulation engine), longest first
+#: (their setup and call times in the suite's --durations). They are collected before the rest, so the
+#: two pytest-xdist workers start on them and the short modules fill in around them.
+LONG_MODULES = (
+    "tests/federated/test_deploy.py",
+    "tests/federated/test_deploy_resume.py",
+    "tests/federated/test_simulate.py",
+    "tests/cli/bench/test_scale.py",
+    "tests/cli/test_experiments.py",
+    "tests/federated/test_private.py",
+    "tests/test_packaging.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the long modules first, in :data:`LONG_MODULES` order; the rest keep theirs."""
+    rank = {m: i for i, m in enumerate(LONG_MODULES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(LONG_MODULES)))
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """``$FEDREC_DATA`` if set, else ``<repo>/../shared/datasets``; a missing folder fails the test."""

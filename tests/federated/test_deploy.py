@@ -21,27 +21,20 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
-import socket
-import ssl
 import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
-from fedrec.cli.deploy import write_credentials
 from tests.conftest import REPO_ROOT
+from tests.federated.deployment import PLATFORMS, Deployment, Stream, free_ports
 
-BIN = Path(sys.executable).parent
-PLATFORMS = ("video", "ecommerce", "social")
 ROUNDS = 3  # the kill in round 2, the rejoin in round 3
 ROUND_TIMEOUT = 180  # far above an honest message (~26 s on 2 busy cores); the dead node costs Flower's ~60 s
 OVERRIDES = (
@@ -50,174 +43,6 @@ OVERRIDES = (
     f"federation.min_clients=2 federation.wait_timeout=60 federation.round_timeout={ROUND_TIMEOUT}"
 )
 pytestmark = pytest.mark.slow
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _wait_healthy(port: int, proc: subprocess.Popen[bytes], ca: Path, timeout: float = 120.0) -> None:
-    """Wait until the SuperLink answers on its HTTPS API (its certificate checked against our CA)."""
-    context = ssl.create_default_context(cafile=ca)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "flower-superlink exited"
-        try:
-            urllib.request.urlopen(f"https://127.0.0.1:{port}/health", timeout=1, context=context)
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"the SuperLink did not answer on port {port} within {timeout}s")
-
-
-class Deployment:
-    """Processes of a deployment on 127.0.0.1 (each leads its own process group), their logs, the flwr config."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp = tmp_path
-        self.creds = tmp_path / "creds"
-        write_credentials(self.creds, ["127.0.0.1"], PLATFORMS)  # what `fedrec deploy credentials` writes
-        self.ca = self.creds / "ca.crt"
-        self.env = {
-            **os.environ,
-            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # Flower spawns flower-superexec by name
-            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-        }
-        self.procs: list[subprocess.Popen[Any]] = []
-        self.logs: list[IO[bytes]] = []
-        self.port = 0
-        self.user = tmp_path / "user"
-
-    def start(self, name: str, args: list[str], home: Path) -> subprocess.Popen[bytes]:
-        home.mkdir(parents=True, exist_ok=True)
-        log = open(self.tmp / f"{name}.log", "wb")
-        self.logs.append(log)
-        proc = subprocess.Popen(
-            args, env={**self.env, "FLWR_HOME": str(home)}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        self.procs.append(proc)
-        return proc
-
-    def log(self, name: str) -> str:
-        return (self.tmp / f"{name}.log").read_text(errors="replace")
-
-    def start_superlink(self, port: int) -> None:
-        """TLS (the CA, the server certificate and key) and SuperNode authentication, bound to loopback."""
-        self.port = port
-        c = self.creds
-        link = self.start(
-            "superlink",
-            [str(BIN / "flower-superlink"), "--ssl-ca-certfile", str(c / "ca.crt")]
-            + ["--ssl-certfile", str(c / "server.pem"), "--ssl-keyfile", str(c / "server.key")]
-            + ["--enable-supernode-auth", "--database", str(self.tmp / "link" / "state.db")]
-            + ["--host", "127.0.0.1", "--port", str(port), "--disable-runtime-dependency-installation"],
-            self.tmp / "link",
-        )
-        self.user.mkdir()
-        (self.user / "config.toml").write_text(
-            f'[superlink]\ndefault = "fedrec-test"\n\n[superlink.fedrec-test]\n'
-            f'address = "127.0.0.1:{port}"\nroot-certificates = "{self.ca}"\n'
-        )
-        _wait_healthy(port, link, self.ca)
-
-    def flwr(self, *args: str) -> subprocess.Popen[str]:
-        """``flwr <args>`` against the SuperLink, as the operator (its config names the CA); stopped by stop()."""
-        proc = subprocess.Popen(
-            [str(BIN / "flwr"), *args],
-            env={**self.env, "FLWR_HOME": str(self.user)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self.procs.append(proc)
-        return proc
-
-    def register(self, platforms: tuple[str, ...]) -> dict[str, int]:
-        """``flwr supernode register node-<platform>.pub`` for each platform (at once: each CLI takes seconds).
-
-        Returns each platform's node id, as the SuperLink assigned it.
-        """
-        procs = {
-            p: self.flwr("supernode", "register", str(self.creds / f"node-{p}.pub"), "fedrec-test", "--name", p)
-            for p in platforms
-        }
-        ids = {}
-        for p, proc in procs.items():
-            out, _ = proc.communicate(timeout=60)
-            found = re.search(r"SuperNode (\d+) registered successfully", out)
-            assert proc.returncode == 0 and found, f"{p}: {out}"
-            ids[p] = int(found.group(1))
-        return ids
-
-    def start_supernode(
-        self, platform: str, port: int, key: Path, data_root: Path, name: str = ""
-    ) -> subprocess.Popen[bytes]:
-        """A SuperNode serving ``platform`` with ``key``; its log: ``<name>.log`` (``supernode_<platform>``)."""
-        node_config = f"platform='{platform}' data-root='{data_root}' cache-dir='{self.tmp / f'cache_{platform}'}'"
-        return self.start(
-            name or f"supernode_{platform}",
-            [
-                str(BIN / "flower-supernode"),
-                "--root-certificates",
-                str(self.ca),
-                "--auth-supernode-private-key",
-                str(key),
-            ]
-            + ["--superlink", f"127.0.0.1:{self.port}", "--port", str(port), "--node-config", node_config],
-            self.tmp / f"node_{platform}",
-        )
-
-    def stop(self) -> None:
-        """Stop every process we started (each leads its own process group: its children go with it)."""
-        for p in self.procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait(timeout=15)
-        for log in self.logs:
-            log.close()
-        assert all(p.poll() is not None for p in self.procs)
-
-
-class Stream:
-    """The lines of a process's stdout as they come (read by a thread), and a wait for one of them."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.lines: list[str] = []
-        self.changed = threading.Condition()
-        self.thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
-        self.thread.start()
-
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            with self.changed:
-                self.lines.append(line)
-                self.changed.notify_all()
-
-    def wait_for(self, text: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while not any(text in line for line in self.lines):
-                left = deadline - time.monotonic()
-                assert left > 0 and self.thread.is_alive(), f"no {text!r} in the run's output:\n{self.text[-3000:]}"
-                self.changed.wait(left)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.lines)
 
 
 def _supervise(
@@ -262,7 +87,7 @@ class Run:
 def deployment(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     """DEPLOY.md's commands, three SuperNodes, video's SIGKILLed in round 2 and restarted; every process stopped."""
     tmp_path = tmp_path_factory.mktemp("deploy")
-    link_port, *node_ports = _free_ports(1 + len(PLATFORMS))
+    link_port, *node_ports = free_ports(1 + len(PLATFORMS))
     stop = threading.Event()
     supervisor: threading.Thread | None = None
     stream: Stream | None = None
@@ -375,7 +200,7 @@ def test_a_supernode_killed_in_round_2_leaves_the_run_going_and_rejoins_when_res
 
 
 def test_a_supernode_with_an_unregistered_key_is_refused(data_root: Path, tmp_path: Path) -> None:
-    link_port, social_port = _free_ports(2)
+    link_port, social_port = free_ports(2)
     dep = Deployment(tmp_path)
     try:
         dep.start_superlink(link_port)

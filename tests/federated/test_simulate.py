@@ -14,9 +14,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from fedrec.federated.checkpoint import load_checkpoint
 from fedrec.federated.local import run_local
 from tests.conftest import REPO_ROOT
+from tests.federated.same_run import assert_same_run, checkpoint_round
 
 FEDREC = [sys.executable, "-m", "fedrec.cli"]
 ROUNDS = 3
@@ -47,14 +47,6 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
-def _checkpoint_round(path: Path) -> int:
-    try:
-        ck = load_checkpoint(path)
-    except (OSError, ValueError, RuntimeError, EOFError):  # mid-write: the reader retries
-        return 0
-    return 0 if ck is None else int(ck["round"])
-
-
 @pytest.fixture(scope="module")
 def resumed(data_root: Path, cache: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str, str]:
     """A run killed (SIGKILL) after its round-2 checkpoint, then resumed with ``federation.resume=true``.
@@ -72,7 +64,7 @@ def resumed(data_root: Path, cache: Path, tmp_path_factory: pytest.TempPathFacto
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
-            killed_at = _checkpoint_round(ckpt)
+            killed_at = checkpoint_round(ckpt)
             if killed_at >= 2:
                 break
             time.sleep(0.05)
@@ -146,17 +138,7 @@ def test_resume_after_kill_equals_an_uninterrupted_run(resumed: tuple[Path, int,
     cfg.federation.client_state_dir = str(tmp_path / "client_state")
     ref = run_local(cfg, tmp_path)
     doc = json.loads((out / "results.json").read_text())
-    for ha, hb in zip(ref["federation"]["history"], doc["federation"]["history"], strict=True):
-        assert hb["cross_platform_loss"] == pytest.approx(ha["cross_platform_loss"], rel=1e-6)
-    assert doc["federation"]["best_round"] == ref["federation"]["best_round"]
-    for name in ("global_adapter.pt", "best_adapter.pt"):
-        fa = torch.load(tmp_path / name, weights_only=True)
-        fb = torch.load(out / name, weights_only=True)
-        assert fa.keys() == fb.keys()
-        for k in fa:
-            torch.testing.assert_close(fb[k], fa[k], rtol=1e-5, atol=1e-7)
-    for p in ("video", "ecommerce"):
-        assert doc["platforms"][p]["test"]["NDCG@10"] == pytest.approx(ref["platforms"][p]["test"]["NDCG@10"], abs=1e-6)
+    assert_same_run(ref, tmp_path, doc, out, ("video", "ecommerce"))
 
 
 def test_faulty_client_is_rejected_and_rounds_complete(data_root: Path, cache: Path, tmp_path: Path) -> None:
