@@ -50,7 +50,7 @@ def cli_job(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictConfig]
 
 
 #: commands that build the two-tower model from the config (export and recommend read the run's own)
-TWO_TOWER_COMMANDS = ("train", "audit")
+TWO_TOWER_COMMANDS = ("train",)
 
 
 def check_model_kind(cfg: DictConfig) -> None:
@@ -444,9 +444,11 @@ def audit_job(cfg: DictConfig) -> dict[str, Any]:
 
     from fedrec.privacy.audit import run_audit
     from fedrec.results import results_document, write_results
+    from fedrec.seqrec.audit import run_seq_audit
+    from fedrec.seqrec.build import is_seqrec
 
     start = time.perf_counter()
-    audit = run_audit(cfg)
+    audit = run_seq_audit(cfg) if is_seqrec(cfg) else run_audit(cfg)
     doc = results_document("audit", cfg, {audit["platform"]: audit["models"]}, time.perf_counter() - start, audit=audit)
     path = write_results(output_dir(), cfg.output, doc)
     c = audit["canaries"]

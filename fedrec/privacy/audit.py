@@ -97,6 +97,7 @@ from fedrec.privacy.membership import (
 __all__ = [
     "ATTACKS",
     "ATTACK_PARAMETERS",
+    "THRESHOLD_CHOICE",
     "Canaries",
     "CanaryInputs",
     "MembershipAudit",
@@ -204,6 +205,49 @@ def _training_report(result: Any) -> dict[str, Any]:
     return out
 
 
+#: how the reported bounds choose their threshold (both audits)
+THRESHOLD_CHOICE = (
+    "epsilon_lb: threshold chosen on a random half of the canaries, bound evaluated on the other half; "
+    "epsilon_lb_max: max over thresholds on all canaries (optimistic)"
+)
+
+
+def attack_row(
+    model: str,
+    attack: str,
+    parameters: str,
+    epsilon: float,
+    losses: np.ndarray,
+    member: np.ndarray,
+    test: dict[str, float],
+    run_cfg: DictConfig,
+) -> tuple[dict[str, Any], dict[str, list[float]], str | None]:
+    """One attacked model's row from its canaries' target losses: ``(row, the losses kept, violation or None)``.
+
+    The attack calls a canary a member when ``-loss`` is at least the threshold
+    (:func:`~fedrec.privacy.membership.membership_audit`); a violation (``epsilon_lb`` above the
+    formal epsilon) is logged as an error.
+    """
+    a = run_cfg.audit
+    delta, confidence = float(run_cfg.privacy.delta), float(a.confidence)
+    result = membership_audit(-losses[member], -losses[~member], delta, confidence, int(a.seed))
+    row = {
+        "model": model,
+        "attack": attack,
+        "parameters": parameters,
+        "epsilon": epsilon,
+        **result.to_dict(),
+        "member_loss": float(np.median(losses[member])),
+        "nonmember_loss": float(np.median(losses[~member])),
+        f"test_{NDCG}": test[NDCG],
+    }
+    kept = {"member": np.round(losses[member], 5).tolist(), "nonmember": np.round(losses[~member], 5).tolist()}
+    message = bound_violation(model, attack, result.epsilon_lb, epsilon, confidence)
+    if message is not None:
+        log.error(message)
+    return row, kept, message
+
+
 def run_audit(cfg: DictConfig) -> dict[str, Any]:
     """Train the audit platform without and with DP (canaries inserted) and attack each model.
 
@@ -275,27 +319,11 @@ def run_audit(cfg: DictConfig) -> dict[str, Any]:
         models[model] = {"epsilon": epsilon, "training": training, "test": test}
         for attack in attacks:
             losses = canary_losses(task, canaries, attack, inputs)
-            losses_out.setdefault(model, {})[attack] = {
-                "member": np.round(losses[canaries.member], 5).tolist(),
-                "nonmember": np.round(losses[~canaries.member], 5).tolist(),
-            }
-            member, nonmember = -losses[canaries.member], -losses[~canaries.member]
-            result = membership_audit(member, nonmember, float(run_cfg.privacy.delta), float(a.confidence), int(a.seed))
-            rows.append(
-                {
-                    "model": model,
-                    "attack": attack,
-                    "parameters": ATTACK_PARAMETERS[attack],
-                    "epsilon": epsilon,
-                    **result.to_dict(),
-                    "member_loss": float(np.median(losses[canaries.member])),
-                    "nonmember_loss": float(np.median(losses[~canaries.member])),
-                    f"test_{NDCG}": test[NDCG],
-                }
+            row, losses_out.setdefault(model, {})[attack], message = attack_row(
+                model, attack, ATTACK_PARAMETERS[attack], epsilon, losses, canaries.member, test, run_cfg
             )
-            message = bound_violation(model, attack, result.epsilon_lb, epsilon, float(a.confidence))
+            rows.append(row)
             if message is not None:
-                log.error(message)
                 violations.append(message)
         models[model]["seconds"] = round(time.perf_counter() - start, 2)
         log.info("audit %s: %.1fs", model, models[model]["seconds"])
@@ -314,10 +342,7 @@ def run_audit(cfg: DictConfig) -> dict[str, Any]:
         },
         "private_run": {"source": source, "privacy": OmegaConf.to_container(run_cfg.privacy, resolve=True)},
         "attacks": {x: ATTACK_PARAMETERS[x] for x in attacks},
-        "threshold_choice": (
-            "epsilon_lb: threshold chosen on a random half of the canaries, bound evaluated on the other half; "
-            "epsilon_lb_max: max over thresholds on all canaries (optimistic)"
-        ),
+        "threshold_choice": THRESHOLD_CHOICE,
         "violations": violations,
         "losses": losses_out,
     }
