@@ -25,7 +25,9 @@ data; :mod:`fedrec.privacy.ledgers`).
 
 Only adapter arrays, the number of training examples and metrics leave the client; in a
 DP run only the DP adapter and public metrics, and evaluation replies withhold their
-metrics (:mod:`fedrec.federated.replies`).
+metrics (:mod:`fedrec.federated.replies`). With ``federation.secure_aggregation=secaggplus``
+the adapter leaves only masked (:mod:`clients.secagg`); a node whose config has
+``secure-aggregation='secaggplus'`` refuses plain training messages.
 """
 
 from __future__ import annotations
@@ -38,13 +40,14 @@ from pathlib import Path
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from clients.secagg import secagg_mod
 from fedrec.federated.client import PlatformClient, cached_client, run_config
 from fedrec.federated.replies import train_metrics
 from fedrec.federated.shards import client_name, partition_client, shards_per_platform
 from fedrec.io import safe_name
 from fedrec.privacy import NodeCaps
 
-app = ClientApp()
+app = ClientApp(mods=[secagg_mod])  # SecAgg+ for the training messages that use it (clients/secagg.py)
 
 
 def platform_client(msg: Message, context: Context) -> PlatformClient:

@@ -5,7 +5,9 @@ the run's config, aggregate the accepted updates with the configured mode
 (``federation.aggregation``: fedavg, ffa or svd; rejected updates are logged and
 excluded), send the new adapter out for validation, record the cross-platform loss,
 keep the best round and checkpoint atomically. After the last round the best round's
-adapter is scored on every client's test split and ``results.json`` is written.
+adapter is scored on every client's test split and ``results.json`` is written. With
+``federation.secure_aggregation=secaggplus`` training goes through Flower's SecAgg+
+(:mod:`server.secagg`): the server receives only the example-weighted mean.
 
 Run config (``[tool.flwr.app.config]``, or ``flwr run --run-config``):
 
@@ -40,6 +42,7 @@ from fedrec.federated.replies import is_withheld
 from fedrec.federated.rounds import initial_adapter, run_rounds
 from fedrec.federated.server import Coordinator
 from fedrec.metrics import METRICS
+from server.secagg import secagg_train_round
 
 app = ServerApp()
 
@@ -193,6 +196,9 @@ class FlowerTransport:
         size = min(len(nodes), max(int(len(nodes) * float(fed.fraction_train)), co.min_clients))
         nodes = sorted(random.sample(nodes, size))
         arrays = to_record(co.global_state)
+        if str(fed.get("secure_aggregation", "none")) == "secaggplus":  # the server sees only the mean
+            self.silent = secagg_train_round(self.grid, co, nodes, server_round, self.timeout)
+            return arrays.count_bytes()
         config = ConfigRecord({**co.message_config(), "server-round": server_round})
         replies = self._send(MessageType.TRAIN, nodes, arrays, config)
         if self.silent:  # timed out (federation.round_timeout), or the SuperLink found the node offline

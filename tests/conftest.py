@@ -29,6 +29,7 @@ LONG_MODULES = (
     "tests/federated/test_deploy.py",
     "tests/federated/test_deploy_resume.py",
     "tests/federated/test_simulate.py",
+    "tests/federated/test_secagg.py",
     "tests/cli/bench/test_scale.py",
     "tests/cli/test_experiments.py",
     "tests/federated/test_private.py",

@@ -84,6 +84,64 @@ def validate_federation(cfg: DictConfig) -> None:
         if not math.isfinite(value) or value <= 0:
             raise ValueError(f"federation.{key} must be a finite number of seconds > 0, got {fed[key]}")
     validate_robust(fed)
+    validate_secagg(cfg)
+
+
+MODULUS = 2**32  # SecAgg+'s mask modulus (Flower's default modulus_range)
+
+
+def validate_secagg(cfg: DictConfig) -> None:
+    """Check ``federation.secure_aggregation`` and its ``secagg_*`` parameters.
+
+    Under SecAgg+ the server sees only the weighted sum of the updates, so every setting
+    that checks, clips, re-weights or selects an individual update is refused with it.
+
+    Raises
+    ------
+    ValueError
+        Naming the keys that cannot go with ``secure_aggregation=secaggplus``, or a bad parameter.
+    """
+    fed = cfg.federation
+    if str(fed.get("secure_aggregation", "none")) == "none":
+        return
+    conflicts = []
+    if str(fed.aggregation) == "svd":
+        conflicts.append("federation.aggregation=svd (it merges each client's products B·A, not a sum of A and B)")
+    if str(fed.robust) != "none":
+        conflicts.append(f"federation.robust={fed.robust} (a median, trimmed mean or Krum needs every update)")
+    if float(fed.update_norm_bound) > 0:
+        conflicts.append("federation.update_norm_bound > 0 (an update's norm is never seen)")
+    if float(fed.max_weight_share) < 1:
+        conflicts.append("federation.max_weight_share < 1 (the weights are applied by the clients, inside the sum)")
+    if str(fed.weighting) != "examples":
+        conflicts.append("federation.weighting=uniform (SecAgg+ weights by the clients' example counts)")
+    if conflicts:
+        raise ValueError(
+            "federation.secure_aggregation=secaggplus shows the server only the weighted sum of the updates, never "
+            "one of them, so it cannot go with: " + "; ".join(conflicts)
+        )
+    clients = len(cfg.platforms) * int(fed.shards_per_platform)
+    if clients < 2:
+        raise ValueError(f"federation.secure_aggregation=secaggplus needs at least 2 clients, got {clients}")
+    shares, threshold = float(fed.secagg_num_shares), float(fed.secagg_reconstruction_threshold)
+    if not (0 < shares <= 1 or (shares >= 3 and shares.is_integer())):
+        raise ValueError(f"federation.secagg_num_shares must be in (0, 1] or an integer >= 3, got {shares}")
+    if not (0 < threshold <= 1 or (threshold.is_integer() and (shares <= 1 or threshold < shares))):
+        raise ValueError(
+            "federation.secagg_reconstruction_threshold must be in (0, 1] or an integer below "
+            f"federation.secagg_num_shares, got {threshold} (num_shares {shares})"
+        )
+    rng = int(fed.secagg_quantization_range)
+    if float(fed.secagg_clipping_range) <= 0 or float(fed.secagg_max_weight) <= 0 or rng <= 0:
+        raise ValueError(
+            "federation.secagg_clipping_range, federation.secagg_max_weight and federation.secagg_quantization_range "
+            f"must be > 0, got {fed.secagg_clipping_range}, {fed.secagg_max_weight}, {rng}"
+        )
+    if clients * rng >= MODULUS:
+        raise ValueError(
+            f"federation.secagg_quantization_range={rng} times the {clients} clients must stay below the mask "
+            f"modulus 2**32 (the sum would wrap around)"
+        )
 
 
 def validate_robust(fed: DictConfig) -> None:

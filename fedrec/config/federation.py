@@ -94,6 +94,48 @@ class FederationConfig:
         "robust=krum: the number of malicious clients tolerated (Krum's f, >= 0); each update is scored by its "
         "squared distances to its max(1, n - f - 2) nearest others.",
     )
+    secure_aggregation: str = _f(
+        "none",
+        "Secure aggregation of the training replies: 'none' (the server receives every client's adapter) or "
+        "'secaggplus' (Flower's SecAgg+ protocol, four message exchanges per round: the server learns only the "
+        "example-weighted sum of the sampled clients' adapters, never one of them; each client's example count "
+        "and train metrics still travel in the clear). Because no single update is ever seen, everything that "
+        "checks or changes one is impossible and refused with it: aggregation=svd (it merges per-client "
+        "products), robust != none, update_norm_bound > 0, max_weight_share < 1, weighting=uniform; a NaN or "
+        "mis-shaped update is only noticed in the sum (the round is then discarded). A platform's update still "
+        "reaches the sum, and with 2 clients the sum minus one's own reveals the other's: DP protects users.",
+    )
+    secagg_num_shares: float = _f(
+        1.0,
+        "secaggplus: shares each client's secret keys are split into (one per neighbour, itself included): "
+        "<= 1 a proportion of the sampled clients (1.0 = all of them), else an integer count >= 3 (Flower's "
+        "num_shares).",
+    )
+    secagg_reconstruction_threshold: float = _f(
+        0.67,
+        "secaggplus: shares needed to rebuild a client's keys (Flower's reconstruction_threshold): <= 1 a "
+        "proportion of num_shares, else an integer count < num_shares; never below 2. Higher: more clients must "
+        "collude with the server to unmask one; lower: more dropouts tolerated (with 2 clients it is always 2: "
+        "no dropout tolerated).",
+    )
+    secagg_clipping_range: float = _f(
+        8.0,
+        "secaggplus: every value a client sends, times its weight examples / secagg_max_weight, is quantized "
+        "within [-range, range]; a client whose weighted values exceed it fails its reply rather than be "
+        "silently clipped. The quantization step is 2 * range / secagg_quantization_range.",
+    )
+    secagg_quantization_range: int = _f(
+        2**26,
+        "secaggplus: integer levels of the quantization (Flower's quantization_range). The mean's error per "
+        "value is below clients * 2 * clipping_range / range / (sum of examples / max_weight). clients x range "
+        "must stay below the 2**32 modulus (checked).",
+    )
+    secagg_max_weight: float = _f(
+        100000.0,
+        "secaggplus: the largest example count one client may weight its update with in a round (Flower's "
+        "max_weight); a client with more fails its reply. Smaller is more precise (see "
+        "secagg_quantization_range).",
+    )
     nodes: dict[Any, str] = _f(
         {},
         "Registered identities: node id -> the client it serves (its platform, or <platform>/<shard>), e.g. "

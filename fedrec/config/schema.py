@@ -362,6 +362,7 @@ CHOICES = {
     "federation.weighting": ("examples", "uniform"),
     "federation.update_norm_action": ("clip", "reject"),  # fedrec.federated.robust.NORM_ACTIONS
     "federation.robust": ("none", "median", "trimmed_mean", "krum"),  # fedrec.federated.byzantine.ROBUST
+    "federation.secure_aggregation": ("none", "secaggplus"),  # server/secagg.py
     "federation.server_optimizer": ("none", "fedavgm", "fedadam"),  # fedrec.federated.server_opt.SERVER_OPTIMIZERS
     "privacy.accountant": ("rdp", "prv"),
     "privacy.rows": ("whole", "one"),  # fedrec.seqrec.rows.Rows.one_target for "one"

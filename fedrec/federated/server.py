@@ -244,15 +244,7 @@ class Coordinator:
                     f"round {server_round}: rejected the update of {u.name} (node {u.node}): {reason}",
                 )
         self.pending = {
-            "train": {
-                u.name: {
-                    "num_examples": int(u.num_examples),  # type: ignore[call-overload]
-                    "bytes_up": u.nbytes,
-                    **{k: float(v) for k, v in u.metrics.items()},
-                    "update_norm": norms[u.name],
-                }
-                for u in accepted
-            },
+            "train": {u.name: {**self._train_entry(u), "update_norm": norms[u.name]} for u in accepted},
             "rejected": rejected,
             "refused": refused,
             "clipped": clipped,
@@ -272,6 +264,57 @@ class Coordinator:
             self.log(logging.INFO, f"round {server_round}: {note} ({', '.join(u.name for u in accepted)})")
         self.global_state = self.server_opt.step(server_round, self.global_state, merged)
         self.pending["aggregate_seconds"] = time.perf_counter() - started
+        return self.global_state
+
+    @staticmethod
+    def _train_entry(u: ClientUpdate) -> dict[str, Any]:
+        """What the round's history records of a client's training reply."""
+        metrics = {k: float(v) for k, v in u.metrics.items()}
+        return {"num_examples": int(u.num_examples), "bytes_up": u.nbytes, **metrics}  # type: ignore[call-overload]
+
+    def aggregate_sum(
+        self,
+        server_round: int,
+        merged: dict[str, np.ndarray] | None,
+        contributors: Sequence[ClientUpdate],
+        dropped: Sequence[dict[str, Any]],
+    ) -> dict[str, np.ndarray] | None:
+        """Take an aggregate formed without the server seeing any update (secure aggregation) as the round's.
+
+        ``merged`` is the example-weighted mean of the contributors' adapters, unmasked by
+        the protocol (None: it halted); ``contributors`` carry no arrays, only what each
+        client sent in the clear (example count, metrics). Nothing per update can be
+        checked: the round is discarded (the global adapter unchanged) when a contributor
+        is not the client its node is registered as (its share cannot be taken out of the
+        sum) or the mean itself is mis-shaped or not finite. The server optimiser steps on
+        the mean as on any aggregate.
+
+        Returns
+        -------
+        dict or None
+            The new global adapter, or None if the round was discarded.
+        """
+        started = time.perf_counter()
+        kept, impostors = self.identity.screen(f"round {server_round}", contributors)
+        rejected = [{**self._who(u), "node": u.node, "reason": why} for u, why in impostors]
+        secure: dict[str, Any] = {"clients": sorted(u.name for u in kept), "dropped": list(dropped)}
+        self.pending = {"train": {u.name: self._train_entry(u) for u in kept}, "rejected": rejected}
+        problem = "the protocol halted (too few clients answered)" if merged is None else None
+        if problem is None and impostors:
+            problem = "an unregistered node's update is in the sum"
+        if problem is None:
+            assert merged is not None
+            problem = check_update(merged, self.expected)
+        if problem is not None:
+            secure["discarded"] = problem
+            self.pending |= {"secure_aggregation": secure, "aggregate_seconds": time.perf_counter() - started}
+            self.log(logging.WARNING, f"round {server_round}: secure aggregate discarded: {problem}")
+            return None
+        assert merged is not None
+        merged = {k: v.astype(self.global_state[k].dtype) for k, v in merged.items()}
+        secure["aggregate_norm"] = update_norm(merged, self.global_state)  # the mean's change: all the server sees
+        self.global_state = self.server_opt.step(server_round, self.global_state, merged)
+        self.pending |= {"secure_aggregation": secure, "aggregate_seconds": time.perf_counter() - started}
         return self.global_state
 
     def _bound(
@@ -382,6 +425,7 @@ class Coordinator:
             "rejected": self.pending.get("rejected", []),
             "refused": self.pending.get("refused", []),
             "clipped": self.pending.get("clipped", []),
+            **{k: self.pending[k] for k in ("secure_aggregation",) if k in self.pending},  # SecAgg+: who, the mean
             "bytes": {
                 "down_per_client": bytes_down,
                 "up_per_client": max(up) if up else 0,
