@@ -6,7 +6,7 @@ stages (setup, share keys, collect masked vectors, unmask) as TRAIN messages, an
 ``aggregate_fit`` one FitRes per client whose parameters are all the same unmasked,
 example-weighted mean; the individual adapters never reach the server. :class:`_OneRound`
 is that strategy for one round's sampled nodes; :func:`secagg_train_round` gives the mean
-to :meth:`fedrec.federated.server.Coordinator.aggregate_sum` with what each client sent in
+to :func:`fedrec.federated.secure_sum.aggregate_sum` with what each client sent in
 the clear (example count, metrics, platform). The client side is :mod:`clients.secagg`.
 """
 
@@ -32,6 +32,7 @@ from flwr.supercore import log
 
 from clients.secagg import NAMES
 from fedrec.federated.messages import ClientUpdate
+from fedrec.federated.secure_sum import aggregate_sum
 from fedrec.federated.server import Coordinator
 
 INT64 = 8  # bytes per value of a masked vector (Flower sends int64 arrays)
@@ -115,5 +116,5 @@ def secagg_train_round(grid: Grid, co: Coordinator, nodes: list[int], server_rou
     if strategy.results:
         merged = dict(zip(names, parameters_to_ndarrays(strategy.results[0][1].parameters), strict=True))
     dropped = [{"node": str(n)} for n in sorted(missing)]
-    co.aggregate_sum(server_round, merged, contributors, dropped)
+    aggregate_sum(co, server_round, merged, contributors, dropped)
     return missing

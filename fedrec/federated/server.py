@@ -36,6 +36,7 @@ from fedrec.federated.identity import NodeRegistry
 from fedrec.federated.messages import ClientEvaluation, ClientUpdate
 from fedrec.federated.replies import check_evaluation, is_withheld
 from fedrec.federated.robust import aggregation_weights, bound_update, update_norm
+from fedrec.federated.secure_sum import train_entry
 from fedrec.federated.server_opt import from_config as server_opt_from_config
 from fedrec.federated.shards import by_platform, client_names, shards_per_platform
 from fedrec.federated.summary import privacy_summary, round_line
@@ -194,7 +195,7 @@ class Coordinator:
         return self.seconds_before + time.perf_counter() - self.started
 
     # -- a round ----------------------------------------------------------------------
-    def _who(self, u: ClientUpdate) -> dict[str, str]:
+    def who(self, u: ClientUpdate) -> dict[str, str]:
         """How a history entry names a client: its platform, and its name when platforms are split."""
         return {"platform": u.platform, "client": u.name} if self.shards > 1 else {"platform": u.platform}
 
@@ -221,10 +222,10 @@ class Coordinator:
         clipped: list[dict[str, str]] = []
         norms: dict[str, float] = {}  # each update's L2 change from the global adapter, as received
         updates, impostors = self.identity.screen(f"round {server_round}", updates)  # fedrec.federated.identity
-        rejected += [{**self._who(u), "node": u.node, "reason": why} for u, why in impostors]
+        rejected += [{**self.who(u), "node": u.node, "reason": why} for u, why in impostors]
         for u in sorted(updates, key=lambda x: (x.name, x.node)):
             if u.refused is not None:  # the client's own decision (privacy budget), not a faulty update
-                refused.append({**self._who(u), "node": u.node, "reason": u.refused, **u.metrics})
+                refused.append({**self.who(u), "node": u.node, "reason": u.refused, **u.metrics})
                 self.log(logging.WARNING, f"round {server_round}: {u.name} did not train: {u.refused}")
                 continue
             reason = u.problem
@@ -238,13 +239,13 @@ class Coordinator:
             if reason is None:
                 accepted.append(u)
             else:
-                rejected.append({**self._who(u), "node": u.node, "reason": reason})
+                rejected.append({**self.who(u), "node": u.node, "reason": reason})
                 self.log(
                     logging.WARNING,
                     f"round {server_round}: rejected the update of {u.name} (node {u.node}): {reason}",
                 )
         self.pending = {
-            "train": {u.name: {**self._train_entry(u), "update_norm": norms[u.name]} for u in accepted},
+            "train": {u.name: {**train_entry(u), "update_norm": norms[u.name]} for u in accepted},
             "rejected": rejected,
             "refused": refused,
             "clipped": clipped,
@@ -266,57 +267,6 @@ class Coordinator:
         self.pending["aggregate_seconds"] = time.perf_counter() - started
         return self.global_state
 
-    @staticmethod
-    def _train_entry(u: ClientUpdate) -> dict[str, Any]:
-        """What the round's history records of a client's training reply."""
-        metrics = {k: float(v) for k, v in u.metrics.items()}
-        return {"num_examples": int(u.num_examples), "bytes_up": u.nbytes, **metrics}  # type: ignore[call-overload]
-
-    def aggregate_sum(
-        self,
-        server_round: int,
-        merged: dict[str, np.ndarray] | None,
-        contributors: Sequence[ClientUpdate],
-        dropped: Sequence[dict[str, Any]],
-    ) -> dict[str, np.ndarray] | None:
-        """Take an aggregate formed without the server seeing any update (secure aggregation) as the round's.
-
-        ``merged`` is the example-weighted mean of the contributors' adapters, unmasked by
-        the protocol (None: it halted); ``contributors`` carry no arrays, only what each
-        client sent in the clear (example count, metrics). Nothing per update can be
-        checked: the round is discarded (the global adapter unchanged) when a contributor
-        is not the client its node is registered as (its share cannot be taken out of the
-        sum) or the mean itself is mis-shaped or not finite. The server optimiser steps on
-        the mean as on any aggregate.
-
-        Returns
-        -------
-        dict or None
-            The new global adapter, or None if the round was discarded.
-        """
-        started = time.perf_counter()
-        kept, impostors = self.identity.screen(f"round {server_round}", contributors)
-        rejected = [{**self._who(u), "node": u.node, "reason": why} for u, why in impostors]
-        secure: dict[str, Any] = {"clients": sorted(u.name for u in kept), "dropped": list(dropped)}
-        self.pending = {"train": {u.name: self._train_entry(u) for u in kept}, "rejected": rejected}
-        problem = "the protocol halted (too few clients answered)" if merged is None else None
-        if problem is None and impostors:
-            problem = "an unregistered node's update is in the sum"
-        if problem is None:
-            assert merged is not None
-            problem = check_update(merged, self.expected)
-        if problem is not None:
-            secure["discarded"] = problem
-            self.pending |= {"secure_aggregation": secure, "aggregate_seconds": time.perf_counter() - started}
-            self.log(logging.WARNING, f"round {server_round}: secure aggregate discarded: {problem}")
-            return None
-        assert merged is not None
-        merged = {k: v.astype(self.global_state[k].dtype) for k, v in merged.items()}
-        secure["aggregate_norm"] = update_norm(merged, self.global_state)  # the mean's change: all the server sees
-        self.global_state = self.server_opt.step(server_round, self.global_state, merged)
-        self.pending |= {"secure_aggregation": secure, "aggregate_seconds": time.perf_counter() - started}
-        return self.global_state
-
     def _bound(
         self, server_round: int, u: ClientUpdate, clipped: list[dict[str, str]], norms: dict[str, float]
     ) -> str | None:
@@ -329,7 +279,7 @@ class Coordinator:
             return note
         if note is not None:
             u.state = state
-            clipped.append({**self._who(u), "node": u.node, "reason": note})
+            clipped.append({**self.who(u), "node": u.node, "reason": note})
             self.log(logging.WARNING, f"round {server_round}: clipped the update of {u.name} (node {u.node}): {note}")
         return None
 
