@@ -70,9 +70,9 @@ def target_losses(task: SeqTask, canaries: Canaries) -> np.ndarray:
     scores = task.scores(canaries.histories, "shared").float()
     for row, hist in enumerate(canaries.histories):
         scores[row, torch.from_numpy(hist)] = -math.inf
-    if not torch.isfinite(scores.gather(1, torch.from_numpy(canaries.targets)[:, None])).all():
-        raise ValueError("a canary's target score is not finite")
     target = scores.gather(1, torch.from_numpy(canaries.targets)[:, None]).squeeze(1)
+    if not torch.isfinite(target).all():
+        raise ValueError("a canary's target score is not finite")
     return (torch.logsumexp(scores, dim=1) - target).numpy().astype(np.float64)
 
 

@@ -48,7 +48,8 @@ def test_one_platform_refused() -> None:
 
 
 def test_server_optimizer_allowed() -> None:
-    compose_config([*BASE, *SECAGG, "federation.server_optimizer=fedavgm"])  # it steps on the mean
+    cfg = compose_config([*BASE, *SECAGG, "federation.server_optimizer=fedavgm"])  # it steps on the mean
+    assert cfg.federation.secure_aggregation == "secaggplus" and cfg.federation.server_optimizer == "fedavgm"
 
 
 @pytest.mark.slow
