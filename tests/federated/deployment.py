@@ -3,6 +3,7 @@ SuperNodes, the ``flwr`` CLI as the operator, and every process stopped (each le
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -15,6 +16,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import IO, Any
+
+import psutil
 
 from fedrec.cli.deploy import write_credentials
 
@@ -151,7 +154,16 @@ class Deployment:
         )
 
     def stop(self) -> None:
-        """Stop every process we started (each leads its own process group: its children go with it)."""
+        """Stop every process we started and every process they started.
+
+        Each of ours leads its own process group, but Flower starts the SuperExec in a session
+        of its own (and the ServerApp under it): those are found as descendants first and
+        killed if they are still running once their parents are gone.
+        """
+        descendants = []
+        for p in self.procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                descendants += psutil.Process(p.pid).children(recursive=True)
         for p in self.procs:
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
@@ -164,6 +176,22 @@ class Deployment:
         for log in self.logs:
             log.close()
         assert all(p.poll() is not None for p in self.procs)
+        _, alive = psutil.wait_procs([d for d in descendants if running(d)], timeout=5)
+        for d in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                d.kill()
+        deadline = time.monotonic() + 15
+        while left := [d for d in descendants if running(d)]:
+            assert time.monotonic() < deadline, f"still running after SIGKILL: {left}"
+            time.sleep(0.2)
+
+
+def running(proc: psutil.Process) -> bool:
+    """Alive and not a zombie (an orphan's zombie stays until the host's init reaps it)."""
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 class Stream:

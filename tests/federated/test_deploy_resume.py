@@ -2,20 +2,20 @@
 
 Real processes on 127.0.0.1, over TLS with SuperNode authentication: a SuperLink, the two platforms'
 keys registered, one SuperNode per platform, ``flwr run`` for two rounds. While the nodes train round 2
-the SuperLink's process group (the SuperLink, its SuperExec and the ServerApp process) is SIGKILLed: the
-round in progress is lost, round 1's checkpoint is on disk. The SuperLink is started again on the same
-port and database (its registered keys survive), the SuperNodes, left running, reconnect on their own,
-and ``flwr run`` with ``federation.resume=true`` and the same ``out-dir`` continues after round 1. The
-run must end where an uninterrupted run of the same config ends: the in-process federation
-(:func:`fedrec.federated.local.run_local`, the code both apps run; ``tests/federated/test_simulate.py``
-shows Flower's simulation engine ends there too).
+the server side is SIGKILLed at once, as a crash of the server's host would: the SuperLink, the SuperExec
+it starts (Flower detaches that into its own session, so the SuperLink's process group alone misses it)
+and the run's ServerApp process. The round in progress is lost, round 1's checkpoint is on disk.
+The SuperLink is started again on the same port and database (its registered keys survive), the
+SuperNodes, left running, reconnect on their own, and ``flwr run`` with ``federation.resume=true`` and
+the same ``out-dir`` continues after round 1. The run must end where an uninterrupted run of the
+same config ends: the in-process federation (:func:`fedrec.federated.local.run_local`, the code both
+apps run; ``tests/federated/test_simulate.py`` shows Flower's simulation engine ends there too).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 
 from fedrec.federated.local import run_local
 from tests.conftest import REPO_ROOT
-from tests.federated.deployment import Deployment, Stream, free_ports
+from tests.federated.deployment import Deployment, Stream, free_ports, running
 from tests.federated.same_run import assert_same_run, checkpoint_round
 
 PLATFORMS = ("video", "ecommerce")
@@ -79,14 +79,19 @@ def resumed(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
             while checkpoint_round(ckpt) < 1 or dep.log("supernode_video").count("Receiving: train message") < 2:
                 assert time.monotonic() < deadline and run.poll() is None, first.text[-3000:]
                 time.sleep(0.05)
-            assert _serverapps(link_port), "no ServerApp process found for the run"
-            os.killpg(link.pid, signal.SIGKILL)  # the SuperLink and what it started (SuperExec, the ServerApp)
+            apps = _serverapps(link_port)
+            assert apps, "no ServerApp process found for the run"
+            server_side = [psutil.Process(link.pid), *psutil.Process(link.pid).children(recursive=True), *apps]
+            for proc in server_side:  # the SuperLink, its SuperExec (own session), the ServerApp: the host crashed
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    proc.kill()
             link.wait(timeout=30)
             killed_at = checkpoint_round(ckpt)
             gone = time.monotonic() + 30
-            while _serverapps(link_port):  # the ServerApp dies with its SuperLink: nothing runs on
-                assert time.monotonic() < gone, "a ServerApp outlived its SuperLink"
+            while alive := [proc for proc in server_side if running(proc)]:
+                assert time.monotonic() < gone, f"still running 30 s after SIGKILL: {alive}"
                 time.sleep(0.2)
+            assert not _serverapps(link_port)
             run.wait(timeout=120)  # `flwr run --stream` ends when its SuperLink goes away
             assert not (out / "results.json").exists()
             dep.start_superlink(link_port, name="superlink_2")  # same port, same database: the same registrations
