@@ -11,6 +11,10 @@ NDCG@10), one per tag.
         platforms.video.user_fraction=0.1
     python simulations/seqrec_compare.py report outputs/seqrec_compare.jsonl
     python simulations/seqrec_compare.py privacy --reference nonprivate --tags dp_eps8 dp_eps1 runs.jsonl
+    python simulations/seqrec_compare.py select --tags lr_a lr_b -- runs.jsonl
+
+Each run also records each platform's valid metrics at the served round (``fed_valid``):
+hyper-parameters are chosen on them with ``select``, never on test.
 """
 
 from __future__ import annotations
@@ -32,6 +36,27 @@ def _pick(metrics: dict) -> dict:
     return {k: metrics[k] for k in KEYS if k in metrics}
 
 
+def _valid_at_best(doc: dict) -> dict:
+    """Each platform's shared part on its full valid split at the served (best) round, from its local report.
+
+    The rounds' evaluations score the shared part (the personal model and the prior are
+    fitted after the last round), so these are the shared part's metrics, recorded as
+    ``shared-<metric>``. A DP run withholds them from the server; the operator of this
+    simulation runs every platform and reads them where each client recorded them (the
+    same place ``merge_local_reports`` reads the test metrics from). Hyper-parameters of
+    the shared part are chosen on these.
+    """
+    from fedrec.federated.replies import LocalReport
+
+    fed = doc["federation"]
+    root = Path(doc["config"]["federation"]["client_state_dir"]) / str(fed["run_key"])
+    out = {}
+    for p in doc["platforms"]:
+        valid = LocalReport(root / p).read().get("valid", {})
+        out[p] = {f"shared-{k}": v for k, v in valid[str(fed["best_round"])].items() if k in KEYS}
+    return out
+
+
 def run(tag: str, seeds: list[int], overrides: list[str], out: Path, local: bool = True) -> None:
     """Train and record the federation and (``local``) the local-only models for each seed."""
     from fedrec.config import compose_config
@@ -44,6 +69,7 @@ def run(tag: str, seeds: list[int], overrides: list[str], out: Path, local: bool
         t = time.time()
         with tempfile.TemporaryDirectory() as run_dir:
             doc = run_local(cfg, run_dir)
+            rec["fed_valid"] = _valid_at_best(doc)
         rec["fed"] = {p: _pick(v["test"]) for p, v in doc["platforms"].items()}
         rec["best_round"] = doc["federation"].get("best_round")
         priv = doc.get("privacy") or {}
@@ -151,6 +177,89 @@ def privacy_report(paths: list[Path], reference: str, tags: list[str]) -> str:
     return "\n".join(out)
 
 
+def _shared_valid(rec: dict, platform: str) -> dict:
+    """A record's shared-part valid metrics (the first records stored them without the ``shared-`` prefix)."""
+    m = rec["fed_valid"][platform]
+    return {(k if k.startswith("shared-") else f"shared-{k}"): v for k, v in m.items()}
+
+
+def select(paths: list[Path], tags: list[str], key: str) -> str:
+    """The tags ranked by macro-mean (over platforms) valid ``key``, mean over their seeds; test shown beside.
+
+    The choice is the first row; test columns are printed only to report it, not to choose.
+    """
+    runs = _runs(paths)
+    rows = []
+    for tag in tags:
+        recs = [r for r in runs[tag] if "fed_valid" in r]  # recorded since the valid metrics were
+        if not recs:
+            raise SystemExit(f"tag {tag!r} has no valid metrics (recorded before they were): run it again")
+        platforms = list(recs[0]["fed_valid"])
+        valid = {p: float(np.mean([_shared_valid(r, p)[key] for r in recs])) for p in platforms}
+        test = {p: float(np.mean([r["fed"][p][key] for r in recs])) for p in platforms}
+        seeds = ", ".join(str(r["seed"]) for r in recs)
+        rows.append((float(np.mean(list(valid.values()))), tag, seeds, valid, test))
+    rows.sort(key=lambda r: -r[0])
+    platforms = list(rows[0][3])
+    out = [
+        f"Ranked by macro valid {key} (mean over seeds); test beside it, not used to choose.\n",
+        "| tag | seeds | macro valid | "
+        + " | ".join(f"{p} valid" for p in platforms)
+        + " | "
+        + " | ".join(f"{p} test" for p in platforms)
+        + " |",
+        "|---|---|---|" + "---|" * (2 * len(platforms)),
+    ]
+    for macro, tag, seeds, valid, test in rows:
+        cells = [f"{valid[p]:.4f}" for p in platforms] + [f"{test[p]:.4f}" for p in platforms]
+        out.append(f"| {tag} | {seeds} | {macro:.4f} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def sweep_plot(paths: list[Path], reference: str, tags: list[str], out: Path) -> Path:
+    """PNG: epsilon (log axis; clip-only at the right end) vs test NDCG@10, served model and shared part.
+
+    One panel per part; per platform a line over ``tags`` (mean over each tag's seeds, the
+    ledger's epsilon), the non-private ``reference`` federation dashed.
+    """
+    from fedrec.cli.report.common import pyplot, save_png
+
+    plt = pyplot()
+    runs = _runs(paths)
+    ref = runs[reference]
+    platforms = list(ref[0]["fed"])
+
+    def eps(recs: list[dict]) -> float:
+        vals = [e for r in recs for e in (r.get("privacy") or {}).get("epsilon", {}).values()]
+        return float(np.mean(vals)) if vals else float("inf")
+
+    points = sorted((eps(runs[t]), t) for t in tags)
+    finite = [e for e, _ in points if np.isfinite(e)]
+    inf_x = max(finite) * 4 if finite else 1.0
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, key, title in zip(axes, ("NDCG@10", "shared-NDCG@10"), ("served model", "shared part alone"), strict=True):
+        for i, p in enumerate(platforms):
+            c = colors[i % len(colors)]
+            xs = [e if np.isfinite(e) else inf_x for e, _ in points]
+            ys = [np.mean(_col(runs[t], "fed", p, key)) for _, t in points]
+            err = [np.std(v, ddof=1) if len(v := _col(runs[t], "fed", p, key)) > 1 else 0.0 for _, t in points]
+            ax.errorbar(xs, ys, yerr=err, fmt="o-", color=c, capsize=3, label=f"{p} (DP)")
+            ax.axhline(np.mean(_col(ref, "fed", p, key)), color=c, ls="--", lw=1, label=f"{p} non-private")
+        ax.set_xscale("log")
+        ticks = [e if np.isfinite(e) else inf_x for e, _ in points]
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"{e:.2g}" if np.isfinite(e) else "inf\n(clip)" for e, _ in points])
+        ax.minorticks_off()
+        ax.set_xlabel("epsilon per platform (ledger, user level, delta 1e-5)")
+        ax.set_title(f"{title}: test NDCG@10")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test NDCG@10")
+    axes[1].legend(fontsize=7, ncol=2, loc="best")
+    fig.tight_layout()
+    return save_png(fig, out)
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -166,9 +275,22 @@ def main(argv: list[str]) -> int:
     priv.add_argument("--reference", required=True, help="the non-private tag")
     priv.add_argument("--tags", nargs="+", required=True, help="the DP tags (then the files: --tags a b -- f.jsonl)")
     priv.add_argument("paths", type=Path, nargs="+")
+    sel = sub.add_parser("select", help="rank tags by macro-mean valid metric (hyper-parameter choice on valid)")
+    sel.add_argument("--tags", nargs="+", required=True, help="the candidate tags (then the files: --tags a b -- f)")
+    sel.add_argument("--key", default="shared-NDCG@10", help="the metric to rank by (default: the shared part's)")
+    sel.add_argument("paths", type=Path, nargs="+")
+    sw = sub.add_parser("sweep", help="plot DP tags' epsilon vs NDCG@10, served model and shared part")
+    sw.add_argument("--reference", required=True, help="the non-private tag")
+    sw.add_argument("--tags", nargs="+", required=True, help="the DP tags (then the files: --tags a b -- f)")
+    sw.add_argument("--png", type=Path, required=True, help="where to write the plot")
+    sw.add_argument("paths", type=Path, nargs="+")
     args = ap.parse_args(argv)
     if args.cmd == "run":
         run(args.tag, args.seeds, args.overrides, args.out, not args.no_local)
+    elif args.cmd == "sweep":
+        print(f"wrote {sweep_plot(args.paths, args.reference, args.tags, args.png)}")
+    elif args.cmd == "select":
+        print(select(args.paths, args.tags, args.key))
     elif args.cmd == "privacy":
         print(privacy_report(args.paths, args.reference, args.tags))
     else:
