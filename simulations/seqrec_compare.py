@@ -46,14 +46,13 @@ def _valid_at_best(doc: dict) -> dict:
     same place ``merge_local_reports`` reads the test metrics from). Hyper-parameters of
     the shared part are chosen on these.
     """
-    from fedrec.federated.replies import LocalReport
+    from fedrec.federated.replies import local_report
 
-    fed = doc["federation"]
-    root = Path(doc["config"]["federation"]["client_state_dir"]) / str(fed["run_key"])
+    fed, root = doc["federation"], doc["config"]["federation"]["client_state_dir"]
     out = {}
     for p in doc["platforms"]:
-        valid = LocalReport(root / p).read().get("valid", {})
-        out[p] = {f"shared-{k}": v for k, v in valid[str(fed["best_round"])].items() if k in KEYS}
+        valid = local_report(root, fed["run_key"], p).read()["valid"][str(fed["best_round"])]
+        out[p] = {f"shared-{k}": v for k, v in valid.items() if k in KEYS}
     return out
 
 
@@ -177,12 +176,6 @@ def privacy_report(paths: list[Path], reference: str, tags: list[str]) -> str:
     return "\n".join(out)
 
 
-def _shared_valid(rec: dict, platform: str) -> dict:
-    """A record's shared-part valid metrics (the first records stored them without the ``shared-`` prefix)."""
-    m = rec["fed_valid"][platform]
-    return {(k if k.startswith("shared-") else f"shared-{k}"): v for k, v in m.items()}
-
-
 def select(paths: list[Path], tags: list[str], key: str) -> str:
     """The tags ranked by macro-mean (over platforms) valid ``key``, mean over their seeds; test shown beside.
 
@@ -191,11 +184,11 @@ def select(paths: list[Path], tags: list[str], key: str) -> str:
     runs = _runs(paths)
     rows = []
     for tag in tags:
-        recs = [r for r in runs[tag] if "fed_valid" in r]  # recorded since the valid metrics were
+        recs = [r for r in runs[tag] if "fed_valid" in r]
         if not recs:
             raise SystemExit(f"tag {tag!r} has no valid metrics (recorded before they were): run it again")
         platforms = list(recs[0]["fed_valid"])
-        valid = {p: float(np.mean([_shared_valid(r, p)[key] for r in recs])) for p in platforms}
+        valid = {p: float(np.mean([r["fed_valid"][p][key] for r in recs])) for p in platforms}
         test = {p: float(np.mean([r["fed"][p][key] for r in recs])) for p in platforms}
         seeds = ", ".join(str(r["seed"]) for r in recs)
         rows.append((float(np.mean(list(valid.values()))), tag, seeds, valid, test))
@@ -229,26 +222,28 @@ def sweep_plot(paths: list[Path], reference: str, tags: list[str], out: Path) ->
     ref = runs[reference]
     platforms = list(ref[0]["fed"])
 
-    def eps(recs: list[dict]) -> float:
-        vals = [e for r in recs for e in (r.get("privacy") or {}).get("epsilon", {}).values()]
-        return float(np.mean(vals)) if vals else float("inf")
+    def eps(tag: str) -> float:
+        vals = [e for r in runs[tag] for e in (r.get("privacy") or {}).get("epsilon", {}).values()]
+        if not vals:
+            raise SystemExit(f"tag {tag!r} has no ledger epsilon: not a DP run")
+        return float(np.mean(vals))  # inf for clipping only
 
-    points = sorted((eps(runs[t]), t) for t in tags)
+    points = sorted((eps(t), t) for t in tags)
     finite = [e for e, _ in points if np.isfinite(e)]
     inf_x = max(finite) * 4 if finite else 1.0
+    xs = [e if np.isfinite(e) else inf_x for e, _ in points]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, key, title in zip(axes, ("NDCG@10", "shared-NDCG@10"), ("served model", "shared part alone"), strict=True):
         for i, p in enumerate(platforms):
             c = colors[i % len(colors)]
-            xs = [e if np.isfinite(e) else inf_x for e, _ in points]
-            ys = [np.mean(_col(runs[t], "fed", p, key)) for _, t in points]
-            err = [np.std(v, ddof=1) if len(v := _col(runs[t], "fed", p, key)) > 1 else 0.0 for _, t in points]
+            cols = [_col(runs[t], "fed", p, key) for _, t in points]
+            ys = [np.mean(v) for v in cols]
+            err = [np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in cols]
             ax.errorbar(xs, ys, yerr=err, fmt="o-", color=c, capsize=3, label=f"{p} (DP)")
             ax.axhline(np.mean(_col(ref, "fed", p, key)), color=c, ls="--", lw=1, label=f"{p} non-private")
         ax.set_xscale("log")
-        ticks = [e if np.isfinite(e) else inf_x for e, _ in points]
-        ax.set_xticks(ticks)
+        ax.set_xticks(xs)
         ax.set_xticklabels([f"{e:.2g}" if np.isfinite(e) else "inf\n(clip)" for e, _ in points])
         ax.minorticks_off()
         ax.set_xlabel("epsilon per platform (ledger, user level, delta 1e-5)")

@@ -173,6 +173,15 @@ def _plain(value: Any) -> Any:
     return value if isinstance(value, int | str) else float(value)
 
 
+def local_report(state_root: str | Path, run_key: str, client: str) -> LocalReport:
+    """The :class:`LocalReport` of ``client`` in run ``run_key`` under a simulation's state folder.
+
+    The folder layout is ``<state_root>/<run key>/<client>`` (the run key checked by
+    :func:`fedrec.io.safe_name`).
+    """
+    return LocalReport(Path(state_root) / safe_name(str(run_key), "the run key") / client)
+
+
 def merge_local_reports(doc: dict[str, Any], state_root: str | Path) -> dict[str, Any]:
     """Fill a results document's withheld test metrics from the platforms' local reports (simulation only).
 
@@ -204,7 +213,7 @@ def merge_local_reports(doc: dict[str, Any], state_root: str | Path) -> dict[str
         return doc
     best = str(fed.get("best_round"))
     for name in withheld:
-        report = LocalReport(Path(state_root) / safe_name(str(fed["run_key"]), "the run key") / name)
+        report = local_report(state_root, fed["run_key"], name)
         tests = report.read().get("test", {})
         if not tests:
             raise ValueError(f"platform {name} withheld its test metrics and {report.path} has none")
